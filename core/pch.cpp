@@ -1,0 +1,1 @@
+// Compiles the shared precompiled LibTorch header (see cmake/Dependencies.cmake).

@@ -1,0 +1,34 @@
+"""The command line: help for every subcommand, documented exit codes, clear config errors."""
+import os
+
+from harness import check, parse_args, run, write
+
+args = parse_args()
+T = args.tessera
+
+p = run([T, "--help"], check_rc=0)
+for sub in ["train", "sample", "reconstruct", "convert", "eval", "bench", "export", "info"]:
+    check(sub in p.stdout, f"--help does not list {sub}")
+    run([T, sub, "--help"], check_rc=0)
+check("75 preempted" in p.stdout, "--help documents exit codes")
+
+run([T], check_rc=2)
+run([T, "frobnicate"], check_rc=2)
+run([T, "train"], check_rc=2)                       # --config is required
+run([T, "bench", "fly", "--config", "x"], check_rc=2)
+run([T, "train", "--config", "x", "--resume", "a", "--no-resume"], check_rc=2)
+
+# A typo in a config: exit 2, the message names file, key and suggestion.
+cfg = write(os.path.join(args.scratch, "typo.yaml"), "run:\n  steps: 3\noptim:\n  lrr: 0.1\n")
+p = run([T, "train", "--config", cfg], check_rc=2)
+check("unknown key 'optim.lrr'" in p.stderr and "did you mean 'optim.lr'" in p.stderr
+      and "typo.yaml:4" in p.stderr, f"config typo message: {p.stderr}")
+p = run([T, "train", "--config", cfg, "optim.lrr=1"], check_rc=2)
+check("optim.lrr" in p.stderr, p.stderr)
+p = run([T, "train", "--config", os.path.join(args.scratch, "missing.yaml")], check_rc=2)
+check("missing.yaml" in p.stderr and "no such file" in p.stderr, p.stderr)
+
+# Not yet available: a clear message and exit code 4, never a silent success.
+p = run([T, "sample", "--checkpoint", "c.h5", "--out", "x.png"], check_rc=4)
+check("not available" in p.stderr, p.stderr)
+print("ok")

@@ -1,0 +1,85 @@
+// The `tessera` command line: subcommands, their options, and dispatch. The shape is part of
+// the user contract (README "Command line"); options may be added, never changed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tessera::comm {
+class MpiSession;
+}
+
+namespace tessera::trainer {
+
+struct TrainArgs {
+  std::string config;
+  std::string run_dir;  // default: runs/<run.name>
+  std::string resume;   // explicit checkpoint file
+  bool no_resume = false;
+  bool print_config = false;
+  std::vector<std::string> overrides;
+};
+
+struct BenchArgs {
+  std::string kind;  // train | allreduce | data
+  std::string config;
+  std::int64_t steps = 0;  // 0: the benchmark's default
+  std::int64_t warmup = -1;
+  std::vector<std::string> overrides;
+};
+
+struct ConvertArgs {
+  std::string format;  // fmnist | idx | cifar10 | images
+  std::string split = "train";
+  std::string images;  // idx: image file
+  std::string labels;  // idx: label file
+  std::string input;   // fmnist: directory; cifar10: directory; images: folder
+  std::string out;
+  int size = 0;  // images: output height and width
+  bool labels_from_dirs = false;
+  std::int64_t chunk = 0;  // images per HDF5 chunk (0: automatic)
+  int compression = 0;     // gzip level 0-9
+  bool force = false;
+};
+
+struct CheckpointArgs {
+  std::string checkpoint;
+  std::string data;
+  std::string out;
+  std::int64_t n = 0;  // images (0: the command's default)
+  std::vector<std::string> overrides;
+};
+
+struct SampleArgs {
+  std::string checkpoint;
+  std::int64_t n = 16;
+  std::int64_t steps = 0;
+  std::string sampler;
+  std::string out;
+};
+
+struct ExportArgs {
+  std::string checkpoint;
+  std::string format = "safetensors";
+  std::string out;
+};
+
+struct InfoArgs {
+  bool json = false;
+};
+
+int runTrain(const TrainArgs& args, const comm::MpiSession& mpi);
+int runBench(const BenchArgs& args, const comm::MpiSession& mpi);
+int runConvert(const ConvertArgs& args);
+int runReconstruct(const CheckpointArgs& args, const comm::MpiSession& mpi);
+int runEval(const CheckpointArgs& args, const comm::MpiSession& mpi);
+int runSample(const SampleArgs& args, const comm::MpiSession& mpi);
+int runExport(const ExportArgs& args);
+int runInfo(const InfoArgs& args, const comm::MpiSession& mpi);
+
+// Parses argv and runs the chosen subcommand; returns the process exit code. Turns every
+// exception into one log line and its documented exit code.
+int runCli(int argc, char** argv);
+
+}  // namespace tessera::trainer

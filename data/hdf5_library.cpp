@@ -1,6 +1,6 @@
 #include "data/hdf5_library.h"
 
-#include <mutex>
+#include <string>
 
 #include "core/error.h"
 #include "data/detail/hdf5.h"
@@ -9,8 +9,17 @@ namespace tessera::data {
 namespace detail {
 namespace {
 
-herr_t innermost(unsigned n, const H5E_error2_t* err, void* out) {
-  if (n == 0 && err->desc != nullptr) *static_cast<std::string*>(out) = err->desc;
+struct StackEnds {
+  std::string outer;
+  std::string inner;
+};
+
+// Walked downward: the first entry is the API call, the last the place the error arose.
+herr_t collectEnds(unsigned n, const H5E_error2_t* err, void* out) {
+  auto* ends = static_cast<StackEnds*>(out);
+  if (err->desc == nullptr || err->desc[0] == '\0') return 0;
+  if (n == 0) ends->outer = err->desc;
+  ends->inner = err->desc;
   return 0;
 }
 
@@ -18,12 +27,51 @@ herr_t innermost(unsigned n, const H5E_error2_t* err, void* out) {
 
 long long checkHdf5(long long status, const std::string& what, bool user_input) {
   if (status >= 0) return status;
-  std::string reason;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, &reason);
+  StackEnds ends;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collectEnds, &ends);
   H5Eclear2(H5E_DEFAULT);
+  std::string reason = ends.outer;
+  if (ends.inner != ends.outer) reason += (reason.empty() ? "" : ": ") + ends.inner;
   const std::string msg = what + (reason.empty() ? "" : ": " + reason);
   if (user_input) throw InputError(msg);
   throw Error(msg);
+}
+
+void quietErrors() {
+  thread_local bool quiet = false;
+  if (!quiet) {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    quiet = true;
+  }
+}
+
+std::string describeType(hid_t type) {
+  switch (H5Tget_class(type)) {
+    case H5T_INTEGER: {
+      const bool is_signed = H5Tget_sign(type) == H5T_SGN_2;
+      return std::string(is_signed ? "int" : "uint") + std::to_string(8 * H5Tget_size(type));
+    }
+    case H5T_FLOAT:
+      return "float" + std::to_string(8 * H5Tget_size(type));
+    case H5T_STRING:
+      return "string";
+    case H5T_COMPOUND:
+      return "compound";
+    case H5T_ENUM:
+      return "enum";
+    case H5T_ARRAY:
+      return "array";
+    case H5T_OPAQUE:
+      return "opaque";
+    case H5T_BITFIELD:
+      return "bitfield";
+    case H5T_REFERENCE:
+      return "reference";
+    case H5T_VLEN:
+      return "variable-length";
+    default:
+      return "unknown type";
+  }
 }
 
 }  // namespace detail

@@ -111,7 +111,11 @@ int runCli(int argc, char** argv) {
   sample_cmd->callback([&] { command = [&](const auto& mpi) { return runSample(sample, mpi); }; });
 
   ExportArgs exp;
-  auto* export_cmd = app.add_subcommand("export", "export a checkpoint's weights");
+  auto* export_cmd = app.add_subcommand(
+      "export",
+      "export a checkpoint's weights: tensors under model/ without that prefix, EMA weights as "
+      "ema/<rate>/<name>, no optimizer state; metadata: step, epoch, config (resolved YAML), "
+      "...");
   export_cmd->add_option("--checkpoint", exp.checkpoint, "checkpoint file")->required();
   export_cmd->add_option("--format", exp.format, "safetensors")
       ->check(CLI::IsMember({"safetensors"}));

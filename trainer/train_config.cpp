@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "trainer/config/config_tree.h"
+#include "trainer/preemption.h"
 
 namespace tessera::trainer {
 
@@ -27,6 +28,8 @@ void RunConfig::fields(FieldVisitor& v) {
             {"cpu", DevicePreference::kCpu},
             {"cuda", DevicePreference::kCuda}},
            "where to train");
+  v.value("stop_signals", stop_signals,
+          "signals that make every rank save and exit with code 75 (comma-separated)");
 }
 
 void DataConfig::fields(FieldVisitor& v) {
@@ -177,6 +180,12 @@ void TrainConfig::validate() const {
   if (quantizer.lookup_dim > quantizer.code_dim) {
     throw ConfigError("quantizer.lookup_dim must not exceed quantizer.code_dim");
   }
+  if (data.batch_size % comm.grad_accum != 0) {
+    throw ConfigError("data.batch_size (" + std::to_string(data.batch_size) +
+                      ") must be divisible by comm.grad_accum (" + std::to_string(comm.grad_accum) +
+                      ")");
+  }
+  PreemptionMonitor::parseSignals(run.stop_signals, "run.stop_signals");
   if (comm.first_bucket_mb > comm.bucket_mb) {
     throw ConfigError("comm.first_bucket_mb must not exceed comm.bucket_mb");
   }
@@ -191,6 +200,14 @@ config::Schema schemaOf(TrainConfig& c) {
 TrainConfig loadTrainConfig(const std::string& path, const std::vector<std::string>& overrides) {
   auto tree = config::ConfigTree::load(path);
   for (const auto& o : overrides) tree.applyOverride(o);
+  TrainConfig c;
+  tree.bind(schemaOf(c));
+  c.validate();
+  return c;
+}
+
+TrainConfig parseTrainConfig(const std::string& yaml, const std::string& origin) {
+  auto tree = config::ConfigTree::parse(yaml, origin);
   TrainConfig c;
   tree.bind(schemaOf(c));
   c.validate();

@@ -32,6 +32,7 @@ struct RunConfig {
   bool eval_at_end = true;
   int threads = 0;
   DevicePreference device = DevicePreference::kAuto;
+  std::string stop_signals = "TERM,USR1";
   void fields(FieldVisitor& v);
 };
 
@@ -158,6 +159,10 @@ struct TrainConfig {
 
 // Loads `path`, applies `overrides` (`a.b=value`), binds and validates.
 TrainConfig loadTrainConfig(const std::string& path, const std::vector<std::string>& overrides);
+
+// Binds a resolved configuration stored as text (e.g. inside a checkpoint); `origin` names it in
+// error messages.
+TrainConfig parseTrainConfig(const std::string& yaml, const std::string& origin);
 
 // The resolved configuration as YAML (every key, with comments).
 std::string toYaml(TrainConfig config);

@@ -9,8 +9,16 @@
 namespace tessera::data::detail {
 
 // Throws (InputError when `user_input`, else Error) naming `what` and the HDF5 error stack's
-// innermost message when `status` < 0. Returns `status` otherwise.
+// outermost and innermost messages when `status` < 0. Returns `status` otherwise.
 long long checkHdf5(long long status, const std::string& what, bool user_input = true);
+
+// Turns off HDF5's automatic printing of error stacks to stderr for the calling thread (HDF5
+// keeps error stacks per thread); errors reach the user through checkHdf5's exceptions instead.
+// Cheap after the first call on a thread: call it at the top of every entry point.
+void quietErrors();
+
+// "uint8", "int64", "float32", "string", ... for messages about a dataset's type.
+std::string describeType(hid_t type);
 
 // Owns one HDF5 identifier and closes it with the matching H5*close.
 class Handle {

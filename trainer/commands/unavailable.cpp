@@ -18,28 +18,8 @@ int runSample(const SampleArgs&, const comm::MpiSession&) {
 
 namespace tessera::trainer {
 
-int runTrain(const TrainArgs& args, const comm::MpiSession&) {
-  const TrainConfig config = loadTrainConfig(args.config, args.overrides);
-  if (args.print_config) {
-    std::cout << toYaml(config);
-    return kExitOk;
-  }
-  throw NotAvailable("`tessera train` is not available in this version yet");
-}
 int runBench(const BenchArgs&, const comm::MpiSession&) {
   throw NotAvailable("`tessera bench` is not available in this version yet");
-}
-int runConvert(const ConvertArgs&) {
-  throw NotAvailable("`tessera convert` is not available in this version yet");
-}
-int runReconstruct(const CheckpointArgs&, const comm::MpiSession&) {
-  throw NotAvailable("`tessera reconstruct` is not available in this version yet");
-}
-int runEval(const CheckpointArgs&, const comm::MpiSession&) {
-  throw NotAvailable("`tessera eval` is not available in this version yet");
-}
-int runExport(const ExportArgs&) {
-  throw NotAvailable("`tessera export` is not available in this version yet");
 }
 
 }  // namespace tessera::trainer

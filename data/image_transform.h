@@ -1,0 +1,19 @@
+// Per-image conversions between the stored form (HWC uint8) and the model's (CHW float in
+// [-1, 1]).
+#pragma once
+
+#include <cstdint>
+
+#include "data/image_shape.h"
+
+namespace tessera::data {
+
+// Writes `hwc` (shape.bytes() bytes) to `chw` (shape.bytes() floats) as
+// (float(v) - 127.5f) * (1.0f / 127.5f), so 0 -> -1 and 255 -> 1 exactly; mirrored left-right
+// when `hflip`.
+void imageToFloat(const std::uint8_t* hwc, const ImageShape& shape, bool hflip, float* chw);
+
+// The inverse for display: CHW float (clamped to [-1, 1]) to HWC uint8, rounded.
+void floatToImage(const float* chw, const ImageShape& shape, std::uint8_t* hwc);
+
+}  // namespace tessera::data

@@ -1,0 +1,326 @@
+// The loader: batch contents, independence from threads, caching and world size, keyed
+// augmentation, exact resume, error propagation and shutdown at any moment.
+#include <gtest/gtest.h>
+
+#include <ATen/core/Tensor.h>
+
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <vector>
+
+#include "core/error.h"
+#include "data/loader.h"
+#include "tests/data/data_test_support.h"
+
+namespace tessera::data {
+namespace {
+
+using testing::ScratchDir;
+
+constexpr ImageShape kShape{4, 3, 3};
+
+LoaderOptions baseOptions(const std::string& path) {
+  LoaderOptions o;
+  o.path = path;
+  o.batch_size = 4;
+  o.seed = 77;
+  o.prefetch = 2;
+  o.workers = 1;
+  return o;
+}
+
+std::vector<float> floatsOf(const at::Tensor& t) {
+  const float* p = t.data_ptr<float>();
+  return std::vector<float>(p, p + t.numel());
+}
+
+std::vector<std::int64_t> longsOf(const at::Tensor& t) {
+  const std::int64_t* p = t.data_ptr<std::int64_t>();
+  return std::vector<std::int64_t>(p, p + t.numel());
+}
+
+// Image `index` of writeDataset()'s file as the loader must deliver it (CHW, [-1, 1]).
+std::vector<float> expectedImage(std::int64_t index, bool flipped) {
+  std::vector<float> out(static_cast<std::size_t>(kShape.bytes()));
+  for (std::int64_t c = 0; c < kShape.channels; ++c) {
+    for (std::int64_t h = 0; h < kShape.height; ++h) {
+      for (std::int64_t w = 0; w < kShape.width; ++w) {
+        const std::int64_t src_w = flipped ? kShape.width - 1 - w : w;
+        const std::uint8_t v =
+            testing::pixelOf(index, (h * kShape.width + src_w) * kShape.channels + c);
+        out[static_cast<std::size_t>((c * kShape.height + h) * kShape.width + w)] =
+            (static_cast<float>(v) - 127.5f) * (1.0f / 127.5f);
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<float> imageAt(const Batch& b, std::int64_t i) {
+  const auto all = floatsOf(b.images);
+  return std::vector<float>(all.begin() + i * kShape.bytes(),
+                            all.begin() + (i + 1) * kShape.bytes());
+}
+
+class LoaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override { testing::writeDataset(path(), 50, kShape, WriteOptions{8, 0, false}); }
+  std::string path() const { return dir_.file("d.h5"); }
+  ScratchDir dir_;
+};
+
+TEST_F(LoaderTest, BatchesHoldTheSampledImagesLabelsAndPositions) {
+  LoaderOptions o = baseOptions(path());
+  o.cache = LoaderOptions::Cache::kNone;
+  Loader loader(o, DataPosition{});
+  EXPECT_FALSE(loader.cached());
+  EXPECT_TRUE(loader.hasLabels());
+  EXPECT_EQ(loader.stepsPerEpoch(), 12);
+  const ShardedSampler sampler(50, 77);
+  DataPosition expected_pos{0, 0};
+  for (int step = 0; step < 30; ++step) {
+    const Batch b = loader.next();
+    EXPECT_EQ(b.position, sampler.normalize(expected_pos, 1, 4));
+    ASSERT_EQ(b.images.sizes(), (at::IntArrayRef{4, 3, 4, 3}));
+    EXPECT_EQ(b.images.scalar_type(), at::kFloat);
+    const auto indices = longsOf(b.indices);
+    EXPECT_EQ(indices, sampler.batchIndices(b.position, 0, 1, 4));
+    const auto labels = longsOf(b.labels);
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(labels[static_cast<std::size_t>(i)], 1000 + indices[static_cast<std::size_t>(i)]);
+      EXPECT_EQ(imageAt(b, i), expectedImage(indices[static_cast<std::size_t>(i)], false));
+    }
+    expected_pos = b.next;
+  }
+  EXPECT_EQ(expected_pos.epoch, 2);  // 30 steps of 12 per epoch
+}
+
+TEST_F(LoaderTest, SameBatchesWhateverTheWorkersCacheAndPrefetch) {
+  std::vector<std::vector<float>> reference;
+  struct Setup {
+    int workers, prefetch;
+    LoaderOptions::Cache cache;
+  };
+  for (const Setup& s :
+       {Setup{1, 1, LoaderOptions::Cache::kNone}, Setup{3, 5, LoaderOptions::Cache::kMemory},
+        Setup{2, 2, LoaderOptions::Cache::kNone}, Setup{4, 1, LoaderOptions::Cache::kAuto}}) {
+    LoaderOptions o = baseOptions(path());
+    o.workers = s.workers;
+    o.prefetch = s.prefetch;
+    o.cache = s.cache;
+    o.hflip = true;
+    Loader loader(o, DataPosition{});
+    EXPECT_EQ(loader.cached(), s.cache != LoaderOptions::Cache::kNone);
+    for (std::size_t k = 0; k < 26; ++k) {
+      const auto images = floatsOf(loader.next().images);
+      if (reference.size() <= k) {
+        reference.push_back(images);
+      } else {
+        EXPECT_EQ(images, reference[k]) << "step " << k << " with " << s.workers << " workers";
+      }
+    }
+  }
+}
+
+TEST_F(LoaderTest, RanksTogetherSeeExactlyTheSingleProcessBatch) {
+  LoaderOptions single = baseOptions(path());
+  single.batch_size = 6;
+  single.hflip = true;
+  Loader one(single, DataPosition{});
+  std::vector<std::unique_ptr<Loader>> ranks;
+  for (int r = 0; r < 3; ++r) {
+    LoaderOptions o = single;
+    o.batch_size = 2;
+    o.world = 3;
+    o.rank = r;
+    ranks.push_back(std::make_unique<Loader>(o, DataPosition{}));
+  }
+  for (int step = 0; step < 20; ++step) {
+    const Batch whole = one.next();
+    std::vector<float> joined;
+    std::vector<std::int64_t> joined_indices;
+    for (auto& rank : ranks) {
+      const Batch part = rank->next();
+      EXPECT_EQ(part.position, whole.position);
+      const auto f = floatsOf(part.images);
+      joined.insert(joined.end(), f.begin(), f.end());
+      const auto idx = longsOf(part.indices);
+      joined_indices.insert(joined_indices.end(), idx.begin(), idx.end());
+    }
+    EXPECT_EQ(joined_indices, longsOf(whole.indices));
+    EXPECT_EQ(joined, floatsOf(whole.images)) << "step " << step;
+  }
+}
+
+TEST_F(LoaderTest, FlipsAreKeyedBySeedEpochAndIndex) {
+  LoaderOptions o = baseOptions(path());
+  o.hflip = true;
+  o.batch_size = 10;
+  Loader loader(o, DataPosition{});
+  // index -> flip decision, per epoch
+  std::vector<std::vector<int>> flips(3, std::vector<int>(50, -1));
+  int flipped = 0, total = 0;
+  for (int step = 0; step < 15; ++step) {
+    const Batch b = loader.next();
+    const auto indices = longsOf(b.indices);
+    for (int i = 0; i < 10; ++i) {
+      const std::int64_t idx = indices[static_cast<std::size_t>(i)];
+      const auto img = imageAt(b, i);
+      const bool is_plain = img == expectedImage(idx, false);
+      const bool is_mirror = img == expectedImage(idx, true);
+      ASSERT_TRUE(is_plain || is_mirror) << "image " << idx << " is neither itself nor mirrored";
+      flips[static_cast<std::size_t>(b.position.epoch)][static_cast<std::size_t>(idx)] = is_mirror;
+      flipped += is_mirror;
+      ++total;
+    }
+  }
+  EXPECT_GT(flipped, total / 4);
+  EXPECT_LT(flipped, 3 * total / 4);
+  EXPECT_NE(flips[0], flips[1]) << "augmentation did not change between epochs";
+  // A second loader with a different seed flips differently.
+  o.seed = 78;
+  Loader other(o, DataPosition{});
+  const Batch b = other.next();
+  int differs = 0;
+  const auto indices = longsOf(b.indices);
+  for (int i = 0; i < 10; ++i) {
+    const std::int64_t idx = indices[static_cast<std::size_t>(i)];
+    const bool mirror = imageAt(b, i) == expectedImage(idx, true);
+    differs += mirror != static_cast<bool>(flips[0][static_cast<std::size_t>(idx)]);
+  }
+  EXPECT_GT(differs, 0);
+}
+
+TEST_F(LoaderTest, ResumingAtABatchPositionContinuesExactly) {
+  LoaderOptions o = baseOptions(path());
+  o.hflip = true;
+  o.workers = 2;
+  std::vector<Batch> run;
+  {
+    Loader loader(o, DataPosition{});
+    for (int i = 0; i < 16; ++i) run.push_back(loader.next());
+  }
+  for (const int resume_at : {5, 11, 12, 14}) {
+    Loader resumed(o, run[static_cast<std::size_t>(resume_at)].position);
+    for (int i = resume_at; i < 16; ++i) {
+      const Batch b = resumed.next();
+      EXPECT_EQ(b.position, run[static_cast<std::size_t>(i)].position);
+      EXPECT_EQ(floatsOf(b.images), floatsOf(run[static_cast<std::size_t>(i)].images));
+    }
+  }
+}
+
+TEST_F(LoaderTest, WorkerErrorsSurfaceWithTheirMessage) {
+  const std::string zpath = dir_.file("z.h5");
+  testing::writeDataset(zpath, 64, ImageShape{8, 8, 1}, WriteOptions{8, 5, false});
+  LoaderOptions o = baseOptions(zpath);
+  o.cache = LoaderOptions::Cache::kNone;
+  o.prefetch = 1;
+  Loader loader(o, DataPosition{});
+  // The file is cut short under the running loader, as when storage fails mid-run.
+  std::filesystem::resize_file(zpath, 2048);
+  std::string message;
+  for (int i = 0; i < 40 && message.empty(); ++i) {
+    try {
+      loader.next();
+    } catch (const Error& e) {
+      message = e.what();
+    }
+  }
+  ASSERT_FALSE(message.empty()) << "reading a truncated file never failed";
+  EXPECT_NE(message.find("reading images"), std::string::npos) << message;
+  EXPECT_NE(message.find("z.h5"), std::string::npos) << message;
+  try {
+    loader.next();
+    ADD_FAILURE() << "a failed loader produced a batch";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), message);
+  }
+}
+
+TEST_F(LoaderTest, StopsCleanlyAtAnyMoment) {
+  LoaderOptions o = baseOptions(path());
+  o.workers = 3;
+  o.prefetch = 6;
+  o.cache = LoaderOptions::Cache::kNone;
+  { Loader idle(o, DataPosition{}); }  // workers may still be starting
+  {
+    Loader partial(o, DataPosition{});
+    partial.next();
+    partial.next();
+  }  // workers blocked on a full queue
+  {
+    o.prefetch = 1;
+    Loader narrow(o, DataPosition{3, 17});
+    EXPECT_EQ(narrow.next().position, (DataPosition{3, 17}));
+  }
+}
+
+TEST_F(LoaderTest, HeldBatchesAreNeverOverwrittenAndDroppedOnesAreReused) {
+  LoaderOptions o = baseOptions(path());
+  o.workers = 2;
+  o.prefetch = 3;
+  Loader loader(o, DataPosition{});
+  const Batch held = loader.next();
+  const at::Tensor view = loader.next().images.narrow(0, 1, 2);  // a view keeps its buffer too
+  const auto held_images = floatsOf(held.images);
+  const auto view_images = floatsOf(view);
+  std::set<const void*> buffers;
+  for (int i = 0; i < 40; ++i) buffers.insert(loader.next().images.data_ptr());
+  EXPECT_EQ(floatsOf(held.images), held_images);
+  EXPECT_EQ(floatsOf(view), view_images);
+  EXPECT_EQ(buffers.count(held.images.data_ptr()), 0u);
+  EXPECT_LE(buffers.size(), 3u + 2u + 4u) << "dropped batches' buffers were not reused";
+}
+
+TEST_F(LoaderTest, MeasuresTheTimeSpentWaiting) {
+  LoaderOptions o = baseOptions(path());
+  Loader loader(o, DataPosition{});
+  double last = loader.waitSeconds();
+  EXPECT_GE(last, 0.0);
+  for (int i = 0; i < 10; ++i) {
+    loader.next();
+    EXPECT_GE(loader.waitSeconds(), last);
+    last = loader.waitSeconds();
+  }
+}
+
+TEST_F(LoaderTest, CacheAutoFollowsTheLimit) {
+  LoaderOptions o = baseOptions(path());
+  o.cache_max_bytes = 100;  // the file holds 50 x 36 bytes
+  EXPECT_FALSE(Loader(o, DataPosition{}).cached());
+  o.cache_max_bytes = 1e6;
+  EXPECT_TRUE(Loader(o, DataPosition{}).cached());
+}
+
+TEST_F(LoaderTest, RejectsBadOptionsAndFilesBeforeStarting) {
+  auto message = [](const LoaderOptions& o) -> std::string {
+    try {
+      Loader loader(o, DataPosition{});
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  LoaderOptions o = baseOptions(path());
+  o.rank = 2;
+  o.world = 2;
+  EXPECT_NE(message(o).find("rank 2 is outside a world of 2"), std::string::npos) << message(o);
+  o = baseOptions(path());
+  o.batch_size = 26;
+  o.world = 2;
+  EXPECT_NE(message(o).find("larger than the dataset (50 images)"), std::string::npos)
+      << message(o);
+  o = baseOptions(path());
+  o.workers = 0;
+  EXPECT_NE(message(o).find("workers"), std::string::npos) << message(o);
+  o = baseOptions(path());
+  o.expected = ImageShape{28, 28, 1};
+  EXPECT_NE(message(o).find("expected images of 28x28x1"), std::string::npos) << message(o);
+  o = baseOptions(dir_.file("missing.h5"));
+  EXPECT_NE(message(o).find("does not exist"), std::string::npos) << message(o);
+}
+
+}  // namespace
+}  // namespace tessera::data

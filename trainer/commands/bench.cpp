@@ -1,0 +1,151 @@
+// `tessera bench train|allreduce|data`: one JSON line per result on stdout (rank 0), warm-up
+// excluded, every rank synchronised before the clock is read.
+#include <ATen/Parallel.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <iostream>
+
+#include "comm/communicator.h"
+#include "comm/model_sync.h"
+#include "comm/mpi_session.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "core/keyed_rng.h"
+#include "data/loader.h"
+#include "models/parameters.h"
+#include "trainer/bench_commands.h"
+#include "trainer/cli.h"
+#include "trainer/device.h"
+#include "trainer/state_io.h"
+#include "trainer/task_factory.h"
+
+namespace tessera::trainer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Batches for the timed loop: the configured dataset through the real loader, or (data.train
+// empty) 8 keyed random batches per rank in [-1, 1], as the PyTorch peer uses.
+class BenchBatches {
+ public:
+  BenchBatches(const TrainConfig& c, const comm::World& w) {
+    if (!c.data.train.empty()) {
+      data::LoaderOptions o;
+      o.path = c.data.train;
+      o.dataset = c.data.dataset;
+      o.expected = {c.model.image_size, c.model.image_size, c.model.in_channels};
+      o.batch_size = c.data.batch_size;
+      o.rank = w.rank;
+      o.world = w.size;
+      o.seed = static_cast<std::uint64_t>(c.run.seed);
+      o.prefetch = c.data.prefetch;
+      o.workers = c.data.workers;
+      o.hflip = c.data.hflip;
+      loader_ = std::make_unique<data::Loader>(o, data::DataPosition{});
+      return;
+    }
+    for (int i = 0; i < 8; ++i) {
+      data::Batch b;
+      auto gen = makeGenerator(rngKey(static_cast<std::uint64_t>(c.run.seed), RngPurpose::kTest,
+                                      static_cast<std::uint64_t>(w.rank), i));
+      b.images = torch::rand({c.data.batch_size, c.model.in_channels, c.model.image_size,
+                              c.model.image_size},
+                             gen) * 2 - 1;
+      synthetic_.push_back(b);
+    }
+  }
+  data::Batch next() {
+    if (loader_) return loader_->next();
+    return synthetic_[static_cast<std::size_t>(i_++ % synthetic_.size())];
+  }
+  double waitSeconds() const { return loader_ ? loader_->waitSeconds() : 0.0; }
+  std::string source() const { return loader_ ? "hdf5" : "synthetic"; }
+
+ private:
+  std::unique_ptr<data::Loader> loader_;
+  std::vector<data::Batch> synthetic_;
+  std::int64_t i_ = 0;
+};
+
+JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::MpiSession& mpi) {
+  const comm::World& w = mpi.world();
+  const c10::Device device = selectDevice(c.run.device, w);
+  at::set_num_threads(intraOpThreads(c.run.threads, w));
+  comm::CommOptions co;
+  co.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(c.comm.timeout * 1000));
+  auto control = comm::makeControlCommunicator(mpi, co);
+  auto grads = comm::makeCommunicator(mpi, device, co);
+  auto task = makeTask(c, device, *grads);
+  std::vector<at::Tensor> all;
+  for (auto& [name, t] : moduleTensors(task->modules())) all.push_back(t);
+  {
+    torch::NoGradGuard no_grad;
+    comm::broadcastFromRoot(*grads, all, 0);
+  }
+  std::int64_t params = 0;
+  for (auto& [name, m] : task->modules()) params += models::trainableParameterCount(*m);
+
+  BenchBatches batches(c, w);
+  const std::int64_t warmup = args.warmup >= 0 ? args.warmup : 5;
+  const std::int64_t steps = args.steps > 0 ? args.steps : 30;
+  StepContext ctx;
+  ctx.lr = c.optim.lr;
+  ctx.agree_finite = [&](bool ok) {
+    at::Tensor t = torch::tensor({ok ? 1.0f : 0.0f});
+    control->allReduce({t}, comm::ReduceOp::kMin, {"allreduce", "finite agreement", ctx.step, -1});
+    return t.item<float>() > 0;
+  };
+  StepResult last;
+  for (std::int64_t i = 0; i < warmup; ++i, ++ctx.step) last = task->step(batches.next(), ctx);
+  control->barrier({"barrier", "bench start", -1, -1});
+  const double wait0 = batches.waitSeconds();
+  double comm_s = 0, exposed_s = 0;
+  const auto t0 = Clock::now();
+  for (std::int64_t i = 0; i < steps; ++i, ++ctx.step) {
+    last = task->step(batches.next(), ctx);
+    for (const auto* s : task->commStats()) {
+      comm_s += s->comm_seconds;
+      exposed_s += s->exposed_seconds;
+    }
+  }
+  control->barrier({"barrier", "bench end", -1, -1});
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  JsonObject out;
+  out.add("bench", "train")
+      .add("model", c.run.name)
+      .add("params", params)
+      .add("device", device.str())
+      .add("world", w.size)
+      .add("batch_per_rank", c.data.batch_size)
+      .add("threads_per_rank", at::get_num_threads())
+      .add("data", batches.source())
+      .add("steps", steps)
+      .add("steps_per_s", steps / seconds)
+      .add("images_per_s", steps * c.data.batch_size * w.size / seconds)
+      .add("data_wait_fraction", (batches.waitSeconds() - wait0) / seconds)
+      .add("comm_seconds_per_step", comm_s / steps)
+      .add("comm_hidden_fraction", comm_s > 0 ? 1 - exposed_s / comm_s : 0.0)
+      .add("loss", last.losses.empty() ? 0.0 : last.losses[0].second);
+  return out;
+}
+
+}  // namespace
+
+int runBench(const BenchArgs& args, const comm::MpiSession& mpi) {
+  TrainConfig config = loadTrainConfig(args.config, args.overrides);
+  JsonObject result;
+  if (args.kind == "train") {
+    result = benchTrain(config, args, mpi);
+  } else if (args.kind == "allreduce") {
+    result = benchAllreduce(config, args, mpi);
+  } else {
+    result = benchData(config, args, mpi);
+  }
+  if (mpi.world().isRoot() && !result.empty()) std::cout << result.str() << std::endl;
+  return kExitOk;
+}
+
+}  // namespace tessera::trainer

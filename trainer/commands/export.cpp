@@ -1,0 +1,32 @@
+// `tessera export`: a checkpoint's weights as safetensors, for Python users.
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#include "trainer/checkpoint/checkpoint_file.h"
+#include "trainer/cli.h"
+#include "trainer/export/exported_weights.h"
+#include "trainer/export/safetensors.h"
+
+namespace tessera::trainer {
+
+int runExport(const ExportArgs& args) {
+  if (args.format != "safetensors") {
+    throw UsageError("export --format: '" + args.format + "' is not one of: safetensors");
+  }
+  const TrainingState state = readCheckpointFile(args.checkpoint);
+  ExportedWeights weights;
+  try {
+    weights = exportedWeights(state);
+  } catch (const InputError& e) {
+    throw InputError("checkpoint " + args.checkpoint + ": " + e.what());
+  }
+  writeSafetensors(args.out, weights.tensors, weights.metadata);
+  std::int64_t bytes = 0;
+  for (const auto& entry : weights.tensors) bytes += entry.second.nbytes();
+  spdlog::info("exported {} tensors ({:.1f} MiB) of {} (step {}) to {}", weights.tensors.size(),
+               static_cast<double>(bytes) / (1 << 20), args.checkpoint,
+               weights.metadata.count("step") ? weights.metadata.at("step") : "?", args.out);
+  return kExitOk;
+}
+
+}  // namespace tessera::trainer

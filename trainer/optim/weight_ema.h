@@ -1,0 +1,39 @@
+// Exponential moving averages of a model's parameters, one copy per decay rate (e.g. 0.999 and
+// 0.9999), each with its update count. Buffers are not averaged: evaluation with EMA weights uses
+// the live buffers.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tessera::trainer {
+
+class WeightEma {
+ public:
+  WeightEma(std::vector<std::pair<std::string, at::Tensor>> params, std::vector<double> decays);
+
+  // shadow = decay * shadow + (1 - decay) * param, for every rate.
+  void update();
+
+  const std::vector<double>& decays() const { return decays_; }
+  std::int64_t updates() const { return updates_; }
+  // "<decay>/<param name>" -> shadow tensor, for checkpoints and export.
+  std::vector<std::pair<std::string, at::Tensor>> state() const;
+  void loadState(const std::vector<std::pair<std::string, at::Tensor>>& state, std::int64_t updates);
+  // Shadow parameters of one rate, in the order of the constructor's params.
+  const std::vector<at::Tensor>& shadow(std::size_t rate) const { return shadows_.at(rate); }
+
+  static std::string rateName(double decay);
+
+ private:
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  std::vector<double> decays_;
+  std::vector<std::vector<at::Tensor>> shadows_;
+  std::int64_t updates_ = 0;
+};
+
+}  // namespace tessera::trainer

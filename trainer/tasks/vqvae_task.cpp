@@ -1,0 +1,133 @@
+#include "trainer/tasks/vqvae_task.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "core/keyed_rng.h"
+#include "data/image_grid.h"
+#include "data/loader.h"
+#include "trainer/evaluation.h"
+
+namespace tessera::trainer {
+
+models::VqVae makeVqVae(const models::VqVaeOptions& options, std::uint64_t seed,
+                        c10::Device device) {
+  // LibTorch's initialisers draw from the default CPU generator: seed it from the run's key.
+  torch::manual_seed(rngKey(seed, RngPurpose::kInit));
+  models::VqVaeOptions o = options;
+  o.quantizer.seed = seed;
+  models::VqVae model(o);
+  model->to(device);
+  return model;
+}
+
+VqVaeTask::VqVaeTask(const VqVaeTaskOptions& options, comm::Communicator& comm)
+    : options_(options),
+      model_(makeVqVae(options.model, options.seed, options.device)),
+      stats_(comm, "codebook[model]") {
+  updater_ = std::make_unique<ModelUpdater>("model", *model_, comm, options.updater);
+}
+
+std::vector<std::pair<std::string, torch::nn::Module*>> VqVaeTask::modules() {
+  return {{"model", model_.get()}};
+}
+
+StepResult VqVaeTask::step(const data::Batch& batch, const StepContext& ctx) {
+  model_->train();
+  stats_.setStep(ctx.step);
+  updater_->zeroGrad();
+  const at::Tensor x = batch.images.to(options_.device, /*non_blocking=*/true);
+  auto& vq = model_->quantizer();
+  if (!vq->initialized()) {
+    torch::NoGradGuard no_grad;
+    vq->initialize(model_->encode(x), stats_);
+  }
+
+  const int n = std::max<int>(1, std::min<int>(options_.grad_accum, static_cast<int>(x.size(0))));
+  const auto chunks = x.chunk(n, 0);
+  double recon_total = 0, commit_total = 0;
+  for (int i = 0; i < n; ++i) {
+    updater_->prepareBackward(i == n - 1, ctx.step);
+    const at::Tensor& xi = chunks[static_cast<std::size_t>(i)];
+    const models::VqVaeOutput out = model_->forward(xi);
+    const at::Tensor recon = torch::mse_loss(out.reconstruction, xi);
+    at::Tensor loss = (recon + out.commitment) / static_cast<double>(n);
+    if (ctx.inject_nan) loss = loss * std::nan("");
+    loss.backward();
+    recon_total += recon.item<double>() / n;
+    commit_total += out.commitment.item<double>() / n;
+  }
+  updater_->finishBackward();
+
+  StepResult result;
+  const double total = ctx.inject_nan ? std::nan("") : recon_total + commit_total;
+  result.losses = {{"loss", total}, {"recon", recon_total}, {"commit", commit_total}};
+  result.grad_norm = updater_->gradNorm();
+  result.applied = ctx.agree_finite(std::isfinite(total) && std::isfinite(result.grad_norm));
+  if (result.applied) {
+    updater_->apply(ctx.lr);
+    vq->update(stats_, ctx.step);
+  } else {
+    vq->discardPending();
+  }
+  return result;
+}
+
+void VqVaeTask::afterStep(std::int64_t step) {
+  const std::int64_t every = options_.hash_check_every;
+  if (every <= 0 || (step + 1) % every != 0) return;
+  stats_.setStep(step);
+  if (!model_->quantizer()->checkReplicated(stats_)) {
+    ++mismatches_;
+    spdlog::error(
+        "codebook buffers differ between ranks at step {} (mismatch #{}): every rank now uses "
+        "rank 0's codebook; this is a bug, please report it with this log",
+        step, mismatches_);
+  }
+}
+
+void VqVaeTask::collectState(NamedTensors& tensors,
+                             std::map<std::string, std::int64_t>& ints) const {
+  updater_->collectState(tensors, ints);
+  ints["codebook/mismatches"] = mismatches_;
+}
+
+void VqVaeTask::restoreState(const std::map<std::string, at::Tensor>& tensors,
+                             const std::map<std::string, std::int64_t>& ints) {
+  updater_->restoreState(tensors, ints);
+  if (auto it = ints.find("codebook/mismatches"); it != ints.end()) mismatches_ = it->second;
+}
+
+std::vector<std::pair<std::string, double>> VqVaeTask::health() const {
+  const models::CodebookHealth h = model_->quantizer()->health();
+  return {{"codebook_usage", h.usage},
+          {"perplexity", h.perplexity},
+          {"dead_codes", static_cast<double>(h.dead)},
+          {"restarts", static_cast<double>(h.restarts)}};
+}
+
+std::vector<const comm::ReducerStats*> VqVaeTask::commStats() const {
+  return {&updater_->commStats()};
+}
+
+void VqVaeTask::writeImages(const at::Tensor& images, const std::string& path) {
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  const at::Tensor x = images.to(options_.device);
+  const at::Tensor recon = model_->forward(x).reconstruction.clamp(-1, 1);
+  model_->train();
+  data::writeImageGrid(path, at::cat({x, recon}).to(at::kCPU), static_cast<int>(x.size(0)));
+}
+
+}  // namespace tessera::trainer
+
+namespace tessera::trainer {
+
+JsonObject VqVaeTask::evaluate(const data::ImageFile& file, models::StatsReducer& reducer,
+                               std::int64_t batch_size) {
+  return evaluateVqVae(model_, file, options_.device, batch_size, reducer).toJson();
+}
+
+}  // namespace tessera::trainer

@@ -1,0 +1,55 @@
+// Training a VQ-VAE: reconstruction MSE plus commitment loss, gradients averaged over ranks, and
+// the EMA codebook updated from statistics summed over the global batch.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <memory>
+
+#include "models/vqvae.h"
+#include "trainer/comm_stats_reducer.h"
+#include "trainer/model_updater.h"
+#include "trainer/task.h"
+
+namespace tessera::trainer {
+
+struct VqVaeTaskOptions {
+  models::VqVaeOptions model;
+  UpdaterOptions updater;
+  int grad_accum = 1;
+  std::int64_t hash_check_every = 100;
+  std::uint64_t seed = 0;
+  c10::Device device = c10::Device(c10::kCPU);
+};
+
+class VqVaeTask final : public Task {
+ public:
+  VqVaeTask(const VqVaeTaskOptions& options, comm::Communicator& comm);
+
+  std::vector<std::pair<std::string, torch::nn::Module*>> modules() override;
+  StepResult step(const data::Batch& batch, const StepContext& ctx) override;
+  void afterStep(std::int64_t step) override;
+  void collectState(NamedTensors& tensors, std::map<std::string, std::int64_t>& ints) const override;
+  void restoreState(const std::map<std::string, at::Tensor>& tensors,
+                    const std::map<std::string, std::int64_t>& ints) override;
+  std::vector<std::pair<std::string, double>> health() const override;
+  std::vector<const comm::ReducerStats*> commStats() const override;
+  void writeImages(const at::Tensor& images, const std::string& path) override;
+  JsonObject evaluate(const data::ImageFile& file, models::StatsReducer& reducer,
+                      std::int64_t batch_size) override;
+
+  models::VqVae& model() { return model_; }
+  std::int64_t codebookMismatches() const { return mismatches_; }
+
+ private:
+  VqVaeTaskOptions options_;
+  models::VqVae model_{nullptr};
+  CommStatsReducer stats_;
+  std::unique_ptr<ModelUpdater> updater_;
+  std::int64_t mismatches_ = 0;
+};
+
+// Builds a VQ-VAE whose initial weights are a pure function of `seed` (identical on every rank).
+models::VqVae makeVqVae(const models::VqVaeOptions& options, std::uint64_t seed, c10::Device device);
+
+}  // namespace tessera::trainer

@@ -55,11 +55,13 @@ VectorQuantizerImpl::VectorQuantizerImpl(const VectorQuantizerOptions& options)
   if (options.init == CodebookInit::kRandom) initialized_.fill_(1);
 }
 
-bool VectorQuantizerImpl::initialized() const { return initialized_.item<float>() > 0; }
+bool VectorQuantizerImpl::initialized() const {
+  return initialized_.item<float>() > 0;
+}
 
 at::Tensor VectorQuantizerImpl::flatten(const at::Tensor& z_e) {
-  TORCH_CHECK(z_e.dim() == 4 && z_e.size(1) == options_.code_dim,
-              "VectorQuantizer: expected [B, ", options_.code_dim, ", H, W], got ", z_e.sizes());
+  TORCH_CHECK(z_e.dim() == 4 && z_e.size(1) == options_.code_dim, "VectorQuantizer: expected [B, ",
+              options_.code_dim, ", H, W], got ", z_e.sizes());
   // Distances in fp32 even under mixed precision: argmin over 512 codes is not robust in bf16.
   at::Tensor flat = z_e.permute({0, 2, 3, 1}).reshape({-1, options_.code_dim}).to(at::kFloat);
   if (project_in_) flat = project_in_->forward(flat);
@@ -83,7 +85,8 @@ QuantizerOutput VectorQuantizerImpl::forward(const at::Tensor& z_e) {
     torch::NoGradGuard no_grad;
     const at::Tensor x = flat.detach();
     at::Tensor counts = at::bincount(codes, {}, options_.codebook_size).to(at::kFloat);
-    at::Tensor sums = torch::zeros({options_.codebook_size, dim_}, x.options()).index_add_(0, codes, x);
+    at::Tensor sums =
+        torch::zeros({options_.codebook_size, dim_}, x.options()).index_add_(0, codes, x);
     if (pending_counts_.defined()) {
       pending_counts_.add_(counts);
       pending_sums_.add_(sums);
@@ -129,9 +132,10 @@ void VectorQuantizerImpl::initialize(const at::Tensor& z_e, StatsReducer& reduce
       std::int64_t pick = static_cast<std::int64_t>(stream.below(n));
       if (total > 0) {
         const double u = stream.uniform() * total;
-        pick = std::min<std::int64_t>(n - 1, at::searchsorted(cdf, at::scalar_tensor(u, cdf.options()),
-                                                              /*out_int32=*/false, /*right=*/true)
-                                                 .item<std::int64_t>());
+        pick =
+            std::min<std::int64_t>(n - 1, at::searchsorted(cdf, at::scalar_tensor(u, cdf.options()),
+                                                           /*out_int32=*/false, /*right=*/true)
+                                              .item<std::int64_t>());
       }
       centers[i].copy_(all[pick]);
       d2 = at::minimum(d2, (all - centers[i]).pow(2).sum(1));
@@ -187,7 +191,8 @@ void VectorQuantizerImpl::update(StatsReducer& reducer, std::int64_t step) {
   cluster_size_.mul_(d).add_(counts, 1 - d);
   embed_sum_.mul_(d).add_(sums, 1 - d);
   refreshCodebook();
-  const double usage_decay = 1.0 - 1.0 / static_cast<double>(std::max<std::int64_t>(2, options_.restart_every));
+  const double usage_decay =
+      1.0 - 1.0 / static_cast<double>(std::max<std::int64_t>(2, options_.restart_every));
   usage_.mul_(usage_decay).add_(counts, 1 - usage_decay);
 
   window_counts_.add_(counts);
@@ -206,7 +211,8 @@ void VectorQuantizerImpl::update(StatsReducer& reducer, std::int64_t step) {
 void VectorQuantizerImpl::restartDeadCodes(StatsReducer& reducer, std::int64_t step) {
   // The decision uses only replicated buffers, so every rank takes the same branch.
   const double expected_usage = usage_.sum().item<double>() / options_.codebook_size;
-  const at::Tensor dead = (usage_ < options_.restart_threshold * expected_usage).nonzero().reshape(-1);
+  const at::Tensor dead =
+      (usage_ < options_.restart_threshold * expected_usage).nonzero().reshape(-1);
   const double expected = cluster_size_.sum().item<double>() / options_.codebook_size;
   const std::int64_t num_dead = dead.numel();
   if (num_dead == 0) return;
@@ -214,8 +220,8 @@ void VectorQuantizerImpl::restartDeadCodes(StatsReducer& reducer, std::int64_t s
   const at::Tensor all = reducer.allGather(mine.contiguous());
   const std::int64_t n = all.size(0);
   if (n == 0) return;
-  const auto perm = keyedPermutation(n, rngKey(options_.seed, RngPurpose::kCodeRestart,
-                                               static_cast<std::uint64_t>(step)));
+  const auto perm = keyedPermutation(
+      n, rngKey(options_.seed, RngPurpose::kCodeRestart, static_cast<std::uint64_t>(step)));
   std::vector<std::int64_t> chosen(static_cast<std::size_t>(num_dead));
   for (std::int64_t i = 0; i < num_dead; ++i) chosen[i] = perm[i % n];
   const at::Tensor picks = all.index_select(0, torch::tensor(chosen, torch::kLong));

@@ -42,9 +42,9 @@ struct QuantizerOutput {
 
 // Codebook health over the last complete usage window (or the current one before the first).
 struct CodebookHealth {
-  double usage = 0;        // fraction of codes used in the window
-  double perplexity = 0;   // exp(entropy) of code frequencies in the window
-  std::int64_t dead = 0;   // codes whose usage is below the restart threshold now
+  double usage = 0;           // fraction of codes used in the window
+  double perplexity = 0;      // exp(entropy) of code frequencies in the window
+  std::int64_t dead = 0;      // codes whose usage is below the restart threshold now
   std::int64_t restarts = 0;  // codes restarted since the start of training
 };
 
@@ -93,15 +93,15 @@ class VectorQuantizerImpl : public torch::nn::Module {
   std::int64_t dim_;  // lookup dimension
   torch::nn::Linear project_in_{nullptr};
   torch::nn::Linear project_out_{nullptr};
-  at::Tensor embedding_;     // [K, dim]
-  at::Tensor cluster_size_;  // [K]  EMA of counts
-  at::Tensor embed_sum_;     // [K, dim] EMA of sums
-  at::Tensor usage_;         // [K] short-horizon EMA of global counts, for dead-code detection
-  at::Tensor initialized_;   // [1] 0/1
+  at::Tensor embedding_;      // [K, dim]
+  at::Tensor cluster_size_;   // [K]  EMA of counts
+  at::Tensor embed_sum_;      // [K, dim] EMA of sums
+  at::Tensor usage_;          // [K] short-horizon EMA of global counts, for dead-code detection
+  at::Tensor initialized_;    // [1] 0/1
   at::Tensor window_counts_;  // [K] global counts in the current usage window
   at::Tensor last_window_counts_;  // [K] those of the last complete window
-  at::Tensor window_steps_;   // [1]
-  at::Tensor restarts_;       // [1] total restarted codes
+  at::Tensor window_steps_;        // [1]
+  at::Tensor restarts_;            // [1] total restarted codes
   at::Tensor pending_counts_;
   at::Tensor pending_sums_;
   std::vector<at::Tensor> pending_inputs_;

@@ -2,17 +2,21 @@
 
 #include <torch/torch.h>
 
+#include "models/upsample_conv.h"
+
 namespace tessera::models {
 namespace nn = torch::nn;
 
 ResidualBlockImpl::ResidualBlockImpl(std::int64_t channels, std::int64_t hidden) {
   body_ = register_module(
-      "body", nn::Sequential(nn::ReLU(),
-                             nn::Conv2d(nn::Conv2dOptions(channels, hidden, 3).padding(1)),
-                             nn::ReLU(), nn::Conv2d(nn::Conv2dOptions(hidden, channels, 1))));
+      "body",
+      nn::Sequential(nn::ReLU(), nn::Conv2d(nn::Conv2dOptions(channels, hidden, 3).padding(1)),
+                     nn::ReLU(), nn::Conv2d(nn::Conv2dOptions(hidden, channels, 1))));
 }
 
-at::Tensor ResidualBlockImpl::forward(const at::Tensor& x) { return x + body_->forward(x); }
+at::Tensor ResidualBlockImpl::forward(const at::Tensor& x) {
+  return x + body_->forward(x);
+}
 
 VqVaeImpl::VqVaeImpl(const VqVaeOptions& o) : options_(o) {
   TORCH_CHECK(o.downsample >= 1, "VqVae: downsample must be >= 1");
@@ -28,7 +32,8 @@ VqVaeImpl::VqVaeImpl(const VqVaeOptions& o) : options_(o) {
     enc->push_back(nn::ReLU());
   }
   enc->push_back(nn::Conv2d(nn::Conv2dOptions(o.hidden, o.hidden, 3).padding(1)));
-  for (std::int64_t i = 0; i < o.res_blocks; ++i) enc->push_back(ResidualBlock(o.hidden, o.res_hidden));
+  for (std::int64_t i = 0; i < o.res_blocks; ++i)
+    enc->push_back(ResidualBlock(o.hidden, o.res_hidden));
   enc->push_back(nn::ReLU());
   enc->push_back(nn::Conv2d(nn::Conv2dOptions(o.hidden, o.quantizer.code_dim, 1)));
   encoder_ = register_module("encoder", enc);
@@ -37,20 +42,25 @@ VqVaeImpl::VqVaeImpl(const VqVaeOptions& o) : options_(o) {
 
   nn::Sequential dec;
   dec->push_back(nn::Conv2d(nn::Conv2dOptions(o.quantizer.code_dim, o.hidden, 3).padding(1)));
-  for (std::int64_t i = 0; i < o.res_blocks; ++i) dec->push_back(ResidualBlock(o.hidden, o.res_hidden));
+  for (std::int64_t i = 0; i < o.res_blocks; ++i)
+    dec->push_back(ResidualBlock(o.hidden, o.res_hidden));
   dec->push_back(nn::ReLU());
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t in = i == 0 ? o.hidden : half;
     const std::int64_t out = i == n - 1 ? o.in_channels : half;
-    dec->push_back(nn::ConvTranspose2d(nn::ConvTranspose2dOptions(in, out, 4).stride(2).padding(1)));
+    dec->push_back(UpsampleConv(in, out));  // = ConvTranspose2d(in, out, 4, stride 2, padding 1)
     if (i != n - 1) dec->push_back(nn::ReLU());
   }
   decoder_ = register_module("decoder", dec);
 }
 
-at::Tensor VqVaeImpl::encode(const at::Tensor& images) { return encoder_->forward(images); }
+at::Tensor VqVaeImpl::encode(const at::Tensor& images) {
+  return encoder_->forward(images);
+}
 
-at::Tensor VqVaeImpl::decode(const at::Tensor& quantized) { return decoder_->forward(quantized); }
+at::Tensor VqVaeImpl::decode(const at::Tensor& quantized) {
+  return decoder_->forward(quantized);
+}
 
 VqVaeOutput VqVaeImpl::forward(const at::Tensor& images) {
   at::Tensor z = encode(images);

@@ -17,7 +17,7 @@ struct VqVaeOptions {
   std::int64_t hidden = 128;     // trunk channels; the outer stride-2 stages use hidden / 2
   std::int64_t res_hidden = 32;  // channels inside residual blocks
   std::int64_t res_blocks = 2;
-  std::int64_t downsample = 2;   // stride-2 stages: latent grid = image / 2^downsample
+  std::int64_t downsample = 2;  // stride-2 stages: latent grid = image / 2^downsample
   VectorQuantizerOptions quantizer;
 };
 

@@ -1,6 +1,8 @@
 // The `tessera bench` kinds beyond `train` (trainer/commands/bench*.cpp).
 #pragma once
 
+#include <vector>
+
 #include "core/json.h"
 #include "trainer/cli.h"
 #include "trainer/train_config.h"
@@ -9,10 +11,11 @@ namespace tessera::trainer {
 
 // Reducer bandwidth vs raw MPI_Allreduce of the same bytes, and the share of gradient
 // communication hidden behind backward, on the configured model.
-JsonObject benchAllreduce(const TrainConfig& config, const BenchArgs& args,
-                          const comm::MpiSession& mpi);
+std::vector<JsonObject> benchAllreduce(const TrainConfig& config, const BenchArgs& args,
+                                       const comm::MpiSession& mpi);
 
 // Loader throughput vs a raw sequential read of the same bytes, on data.train.
-JsonObject benchData(const TrainConfig& config, const BenchArgs& args, const comm::MpiSession& mpi);
+std::vector<JsonObject> benchData(const TrainConfig& config, const BenchArgs& args,
+                                  const comm::MpiSession& mpi);
 
 }  // namespace tessera::trainer

@@ -1,3 +1,4 @@
+#include <csignal>
 #include <cstdio>
 #include <exception>
 
@@ -6,6 +7,9 @@
 #include "trainer/cli.h"
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) must fail a write with EFBIG, which the checkpoint store
+  // reports and survives, instead of killing the job.
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     tessera::initLogging(0);
   } catch (const std::exception& e) {

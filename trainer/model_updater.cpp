@@ -36,7 +36,9 @@ ModelUpdater::ModelUpdater(std::string name, torch::nn::Module& module, comm::Co
   if (!options_.ema.empty()) ema_.emplace(namedTrainable(module), options_.ema);
 }
 
-void ModelUpdater::zeroGrad() { reducer_->zeroGrad(); }
+void ModelUpdater::zeroGrad() {
+  reducer_->zeroGrad();
+}
 
 void ModelUpdater::prepareBackward(bool last_micro_batch, std::int64_t step) {
   reducer_->prepare(last_micro_batch, step);
@@ -82,7 +84,8 @@ void ModelUpdater::restoreState(const std::map<std::string, at::Tensor>& tensors
   auto pick = [&](const std::string& prefix) {
     std::vector<std::pair<std::string, at::Tensor>> out;
     for (const auto& [key, t] : tensors) {
-      if (key.compare(0, prefix.size(), prefix) == 0) out.emplace_back(key.substr(prefix.size()), t);
+      if (key.compare(0, prefix.size(), prefix) == 0)
+        out.emplace_back(key.substr(prefix.size()), t);
     }
     return out;
   };

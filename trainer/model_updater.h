@@ -34,6 +34,9 @@ class ModelUpdater {
   void zeroGrad();
   // Before each micro-batch's backward; communication happens during the last one.
   void prepareBackward(bool last_micro_batch, std::int64_t step);
+  // What every loss is multiplied by before backward (1 / world size): the reducer then only
+  // sums, which saves a pass over the gradients, and the result is still their average.
+  double lossScale() const { return reducer_->lossScale(); }
   // After the last backward: waits for the averaged gradients and measures their global norm.
   void finishBackward();
   // Global L2 norm of the averaged gradients before clipping; identical on every rank.

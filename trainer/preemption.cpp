@@ -49,8 +49,12 @@ PreemptionMonitor::~PreemptionMonitor() {
   g_previous.clear();
 }
 
-bool PreemptionMonitor::requested() const { return g_first_signal.load() != 0; }
-int PreemptionMonitor::signal() const { return g_first_signal.load(); }
+bool PreemptionMonitor::requested() const {
+  return g_first_signal.load() != 0;
+}
+int PreemptionMonitor::signal() const {
+  return g_first_signal.load();
+}
 
 std::vector<int> PreemptionMonitor::parseSignals(const std::string& names, const std::string& key) {
   static const std::map<std::string, int> known = {

@@ -23,14 +23,25 @@ NamedTensors moduleTensors(const ModuleList& modules) {
   return out;
 }
 
-TrainingState snapshot(const Task& task, const ModuleList& modules) {
+TrainingState snapshot(const Task& task, const ModuleList& modules, const TrainingState* reuse) {
   torch::NoGradGuard no_grad;
+  std::map<std::string, at::Tensor> spare;
+  if (reuse != nullptr) spare = tensorMap(*reuse);
   TrainingState state;
   NamedTensors live = moduleTensors(modules);
   task.collectState(live, state.ints);
   for (auto& [name, t] : live) {
-    state.tensors.emplace_back(name, t.detach().to(torch::kCPU, /*non_blocking=*/false,
-                                                   /*copy=*/true).contiguous());
+    auto it = spare.find(name);
+    if (it != spare.end() && it->second.sizes() == t.sizes() &&
+        it->second.scalar_type() == t.scalar_type() && it->second.is_contiguous()) {
+      it->second.copy_(t.detach());
+      state.tensors.emplace_back(name, it->second);
+    } else {
+      state.tensors.emplace_back(name, t.detach()
+                                           .to(torch::kCPU, /*non_blocking=*/false,
+                                               /*copy=*/true)
+                                           .contiguous());
+    }
   }
   return state;
 }
@@ -40,12 +51,14 @@ void restoreModules(const ModuleList& modules, const std::map<std::string, at::T
   for (auto& [name, live] : moduleTensors(modules)) {
     auto it = tensors.find(name);
     if (it == tensors.end()) {
-      throw InputError("checkpoint has no tensor '" + name + "' (was it written by another model "
+      throw InputError("checkpoint has no tensor '" + name +
+                       "' (was it written by another model "
                        "configuration?)");
     }
     if (it->second.sizes() != live.sizes()) {
-      throw InputError("checkpoint tensor '" + name + "' has shape " + c10::str(it->second.sizes()) +
-                       " but the configured model has " + c10::str(live.sizes()));
+      throw InputError("checkpoint tensor '" + name + "' has shape " +
+                       c10::str(it->second.sizes()) + " but the configured model has " +
+                       c10::str(live.sizes()));
     }
     at::Tensor target = live;
     target.copy_(it->second);

@@ -22,7 +22,11 @@ using ModuleList = std::vector<std::pair<std::string, torch::nn::Module*>>;
 NamedTensors moduleTensors(const ModuleList& modules);
 
 // A host-memory copy of the modules and the task's state (safe to write while training goes on).
-TrainingState snapshot(const Task& task, const ModuleList& modules);
+// Tensors of `reuse` with the same name, shape and dtype are overwritten instead of allocating
+// new ones (fresh memory costs page faults that dominate an asynchronous save); the caller must
+// make sure no save still reads them.
+TrainingState snapshot(const Task& task, const ModuleList& modules,
+                       const TrainingState* reuse = nullptr);
 
 // Copies the modules' tensors back from `tensors`; InputError naming the first missing tensor or
 // shape mismatch (e.g. a checkpoint of a differently configured model).

@@ -20,7 +20,7 @@ class Module;
 namespace tessera::data {
 struct Batch;
 class ImageFile;
-}
+}  // namespace tessera::data
 namespace tessera::models {
 class StatsReducer;
 }
@@ -33,8 +33,8 @@ namespace tessera::trainer {
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 struct StepContext {
-  std::int64_t step = 0;  // 0-based optimizer step
-  double lr = 0;          // learning rate of this step (after warm-up/schedule/rollbacks)
+  std::int64_t step = 0;    // 0-based optimizer step
+  double lr = 0;            // learning rate of this step (after warm-up/schedule/rollbacks)
   bool inject_nan = false;  // test-only fault injection: make this rank's loss NaN
   // True when `local_ok` is true on every rank (one small all-reduce). A task calls it once per
   // optimizer it is about to step, after the gradients are reduced, and skips the update (for
@@ -44,7 +44,7 @@ struct StepContext {
 
 struct StepResult {
   std::vector<std::pair<std::string, double>> losses;  // this rank's loss terms ("loss" first)
-  bool applied = true;                                // false: skipped as non-finite
+  bool applied = true;                                 // false: skipped as non-finite
   double grad_norm = 0;
 };
 
@@ -62,7 +62,8 @@ class Task {
   virtual void afterStep(std::int64_t step) {}
 
   // Optimizer, EMA and sampler state beyond the modules' parameters and buffers.
-  virtual void collectState(NamedTensors& tensors, std::map<std::string, std::int64_t>& ints) const = 0;
+  virtual void collectState(NamedTensors& tensors,
+                            std::map<std::string, std::int64_t>& ints) const = 0;
   virtual void restoreState(const std::map<std::string, at::Tensor>& tensors,
                             const std::map<std::string, std::int64_t>& ints) = 0;
 

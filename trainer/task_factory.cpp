@@ -20,9 +20,15 @@ models::VqVaeOptions vqvaeOptions(const TrainConfig& c) {
   q.decay = c.quantizer.decay;
   q.eps = c.quantizer.eps;
   switch (c.quantizer.init) {
-    case CodebookInit::kRandom: q.init = models::CodebookInit::kRandom; break;
-    case CodebookInit::kEncoder: q.init = models::CodebookInit::kEncoder; break;
-    case CodebookInit::kKMeans: q.init = models::CodebookInit::kKMeans; break;
+    case CodebookInit::kRandom:
+      q.init = models::CodebookInit::kRandom;
+      break;
+    case CodebookInit::kEncoder:
+      q.init = models::CodebookInit::kEncoder;
+      break;
+    case CodebookInit::kKMeans:
+      q.init = models::CodebookInit::kKMeans;
+      break;
   }
   q.kmeans_iters = c.quantizer.kmeans_iters;
   q.restart_threshold = c.quantizer.restart_threshold;
@@ -37,9 +43,15 @@ comm::GradReducerOptions reducerOptions(const CommConfig& c) {
   o.bucket_cap_bytes = static_cast<std::size_t>(c.bucket_mb * 1024 * 1024);
   o.first_bucket_cap_bytes = static_cast<std::size_t>(c.first_bucket_mb * 1024 * 1024);
   switch (c.compression) {
-    case Compression::kNone: o.wire = comm::WireDtype::kNative; break;
-    case Compression::kBf16: o.wire = comm::WireDtype::kBf16; break;
-    case Compression::kFp16: o.wire = comm::WireDtype::kFp16; break;
+    case Compression::kNone:
+      o.wire = comm::WireDtype::kNative;
+      break;
+    case Compression::kBf16:
+      o.wire = comm::WireDtype::kBf16;
+      break;
+    case Compression::kFp16:
+      o.wire = comm::WireDtype::kFp16;
+      break;
   }
   return o;
 }
@@ -54,10 +66,12 @@ UpdaterOptions updaterOptions(const TrainConfig& c) {
   o.clip_grad_norm = c.optim.clip_grad_norm;
   o.ema = c.optim.ema;
   o.reducer = reducerOptions(c.comm);
+  o.reducer.caller_scales_loss = true;  // tasks multiply their losses by ModelUpdater::lossScale()
   return o;
 }
 
-std::unique_ptr<Task> makeTask(const TrainConfig& c, c10::Device device, comm::Communicator& grads) {
+std::unique_ptr<Task> makeTask(const TrainConfig& c, c10::Device device,
+                               comm::Communicator& grads) {
   switch (c.task) {
     case TaskKind::kVqVae: {
       VqVaeTaskOptions o;

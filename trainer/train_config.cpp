@@ -143,6 +143,8 @@ void DebugConfig::fields(FieldVisitor& v) {
   v.value("nan_at_step", nan_at_step, atLeast(-1), "test only: inject a NaN loss at this step");
   v.value("nan_steps", nan_steps, atLeast(0), "test only: for this many steps");
   v.value("nan_rank", nan_rank, atLeast(-1), "test only: on this rank (-1: all)");
+  v.value("dump_indices", dump_indices,
+          "test only: append each step's dataset indices to run_dir/indices-rank<r>.txt");
 }
 
 void TrainConfig::fields(FieldVisitor& v) {

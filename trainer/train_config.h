@@ -135,6 +135,7 @@ struct DebugConfig {
   std::int64_t nan_at_step = -1;
   int nan_steps = 0;
   int nan_rank = -1;
+  bool dump_indices = false;
   void fields(FieldVisitor& v);
 };
 

@@ -60,7 +60,8 @@ struct LogWindow {
       sums.assign(terms.size(), 0.0);
     }
     if (!r.applied) return;
-    for (std::size_t i = 0; i < sums.size() && i < r.losses.size(); ++i) sums[i] += r.losses[i].second;
+    for (std::size_t i = 0; i < sums.size() && i < r.losses.size(); ++i)
+      sums[i] += r.losses[i].second;
     ++steps;
   }
   void reset() {
@@ -88,7 +89,7 @@ class TrainingRun {
   void pollCheckpoint();
   bool agreeStop();
   void evaluateAtEnd();
-  TrainingState stateToSave() const;
+  TrainingState stateToSave();
   std::int64_t globalBatch() const { return cfg_.data.batch_size * world_.size; }
 
   const TrainerOptions& options_;
@@ -103,21 +104,23 @@ class TrainingRun {
   std::unique_ptr<CheckpointStore> store_;  // rank 0 only
   std::unique_ptr<data::Loader> loader_;
   TrainingMetrics metrics_;
-  std::unique_ptr<JsonlWriter> jsonl_;         // rank 0 only
+  std::unique_ptr<JsonlWriter> jsonl_;          // rank 0 only
   std::unique_ptr<ProgressReporter> progress_;  // rank 0 only
   PreemptionMonitor monitor_;
   Clock::time_point started_ = Clock::now();
 
-  std::int64_t step_ = 0;       // optimizer steps taken
+  std::int64_t step_ = 0;        // optimizer steps taken
   data::DataPosition position_;  // where the next batch starts
-  std::int64_t samples_ = 0;    // global samples consumed since the run began
-  double lr_factor_ = 1.0;      // lowered by rollbacks
+  std::int64_t samples_ = 0;     // global samples consumed since the run began
+  double lr_factor_ = 1.0;       // lowered by rollbacks
   std::int64_t skipped_ = 0, consecutive_skips_ = 0, rollbacks_ = 0, attempts_ = 0;
   double last_grad_norm_ = 0, last_lr_ = 0, last_loss_ = 0;
   std::int64_t last_saved_step_ = -1;
   std::int64_t reported_saves_ = 0, reported_failures_ = 0;  // store stats already in metrics
   LogWindow window_;
-  at::Tensor preview_;  // images shown in reconstruction grids (rank 0)
+  at::Tensor preview_;                             // images shown in reconstruction grids (rank 0)
+  std::optional<TrainingState> snapshot_buffers_;  // host tensors of the last save (rank 0)
+  std::unique_ptr<std::ofstream> index_dump_;      // test only: debug.dump_indices
 };
 
 MetricsOptions metricsOptions(const TrainConfig& cfg, const comm::World& w) {
@@ -149,9 +152,9 @@ TrainingRun::TrainingRun(const TrainerOptions& options, const comm::MpiSession& 
   if (world_.isRoot()) {
     fs::create_directories(run_dir_ / "samples");
     std::ofstream(run_dir_ / "config.yaml") << toYaml(cfg_);
-    store_ = std::make_unique<CheckpointStore>(CheckpointStoreOptions{
-        (run_dir_ / "checkpoints").string(), cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every,
-        cfg_.checkpoint.async});
+    store_ = std::make_unique<CheckpointStore>(
+        CheckpointStoreOptions{(run_dir_ / "checkpoints").string(), cfg_.checkpoint.keep_last,
+                               cfg_.checkpoint.keep_every, cfg_.checkpoint.async});
     jsonl_ = std::make_unique<JsonlWriter>((run_dir_ / "metrics.jsonl").string());
   }
   spdlog::info("run {} in {}: {} rank(s), device {}, {} thread(s) per rank, global batch {}",
@@ -162,7 +165,8 @@ TrainingRun::TrainingRun(const TrainerOptions& options, const comm::MpiSession& 
 void TrainingRun::synchroniseModels() {
   for (const auto& [name, module] : modules_) {
     comm::NamedTensors named;
-    for (const auto& item : module->named_parameters()) named.emplace_back(item.key(), item.value());
+    for (const auto& item : module->named_parameters())
+      named.emplace_back(item.key(), item.value());
     comm::verifySameParameters(*control_, named, name);
   }
   std::vector<at::Tensor> all;
@@ -223,15 +227,20 @@ bool TrainingRun::applyState(const std::optional<TrainingState>& state, bool rol
     spdlog::info("checkpoint was written by {} rank(s), continuing on {}", old_world, world_.size);
   }
   if (old_batch != globalBatch()) {
-    spdlog::warn("global batch changes from {} to {} on resume: the optimisation is not the one "
-                 "the checkpoint's run would have continued",
-                 old_batch, globalBatch());
+    spdlog::warn(
+        "global batch changes from {} to {} on resume: the optimisation is not the one "
+        "the checkpoint's run would have continued",
+        old_batch, globalBatch());
   }
   return true;
 }
 
-TrainingState TrainingRun::stateToSave() const {
-  TrainingState s = snapshot(*task_, modules_);
+TrainingState TrainingRun::stateToSave() {
+  // The previous save has finished (CheckpointStore::wait), so its buffers can be reused.
+  store_->wait();
+  TrainingState s = snapshot(*task_, modules_, snapshot_buffers_ ? &*snapshot_buffers_ : nullptr);
+  snapshot_buffers_ = TrainingState{};
+  snapshot_buffers_->tensors = s.tensors;  // shares storage
   s.ints["step"] = step_;
   s.ints["epoch"] = position_.epoch;
   s.ints["consumed"] = position_.consumed;
@@ -265,9 +274,10 @@ void TrainingRun::saveCheckpoint(bool wait) {
   if (flag.item<float>() > 0) {
     spdlog::info("checkpoint of step {} committed", step_);
   } else {
-    spdlog::error("checkpoint of step {} could not be saved (see rank 0's log); the previous "
-                  "checkpoint is intact",
-                  step_);
+    spdlog::error(
+        "checkpoint of step {} could not be saved (see rank 0's log); the previous "
+        "checkpoint is intact",
+        step_);
   }
 }
 
@@ -310,6 +320,13 @@ void TrainingRun::runStep() {
     return t.item<float>() > 0;
   };
   ++attempts_;
+  if (index_dump_) {
+    *index_dump_ << step_;
+    const at::Tensor idx = batch.indices.contiguous();
+    for (std::int64_t i = 0; i < idx.numel(); ++i)
+      *index_dump_ << ' ' << idx[i].item<std::int64_t>();
+    *index_dump_ << '\n' << std::flush;
+  }
   const StepResult result = task_->step(batch, ctx);
   position_ = batch.next;
   samples_ += globalBatch();
@@ -330,9 +347,10 @@ void TrainingRun::runStep() {
     ++skipped_;
     ++consecutive_skips_;
     metrics_.skippedStep();
-    spdlog::warn("step {}: non-finite loss or gradient on some rank, update skipped ({} in a row, "
-                 "{} in total)",
-                 step_, consecutive_skips_, skipped_);
+    spdlog::warn(
+        "step {}: non-finite loss or gradient on some rank, update skipped ({} in a row, "
+        "{} in total)",
+        step_, consecutive_skips_, skipped_);
     if (consecutive_skips_ >= cfg_.guard.max_skips) rollback();
     return;
   }
@@ -342,15 +360,16 @@ void TrainingRun::runStep() {
   last_loss_ = result.losses.empty() ? 0 : result.losses[0].second;
   ++step_;
   task_->afterStep(step_ - 1);
-  if (progress_) progress_->update(step_, last_loss_, globalBatch() / std::max(1e-9, secondsSince(t0)));
+  if (progress_)
+    progress_->update(step_, last_loss_, globalBatch() / std::max(1e-9, secondsSince(t0)));
 }
 
 void TrainingRun::rollback() {
   ++rollbacks_;
   if (rollbacks_ > cfg_.guard.max_rollbacks) {
     throw Diverged("training diverged: " + std::to_string(cfg_.guard.max_skips) +
-                   " consecutive non-finite steps after " + std::to_string(cfg_.guard.max_rollbacks) +
-                   " rollback(s)");
+                   " consecutive non-finite steps after " +
+                   std::to_string(cfg_.guard.max_rollbacks) + " rollback(s)");
   }
   std::optional<TrainingState> state;
   std::string status = "none";
@@ -387,7 +406,8 @@ void TrainingRun::report() {
   line.add("step", step_).add("epoch", position_.epoch).add("samples", samples_);
   std::string text;
   for (std::size_t i = 0; i < window_.terms.size(); ++i) {
-    const double mean = steps_total > 0 ? t[static_cast<std::int64_t>(i)].item<double>() / steps_total : 0;
+    const double mean =
+        steps_total > 0 ? t[static_cast<std::int64_t>(i)].item<double>() / steps_total : 0;
     line.add(window_.terms[i], mean);
     metrics_.setLoss(window_.terms[i], mean);
     text += fmt::format(" {} {:.5f}", window_.terms[i], mean);
@@ -415,10 +435,11 @@ void TrainingRun::report() {
   }
   if (jsonl_) jsonl_->write(line);
   const double eta = (cfg_.run.steps - step_) / std::max(steps_per_s, 1e-9);
-  spdlog::info("step {}/{}{} | lr {:.3g} | {:.2f} steps/s {:.0f} img/s | data wait {:.1f}% |{} | "
-               "ETA {:.0f}s",
-               step_, cfg_.run.steps, text, last_lr_, steps_per_s, samples_per_s,
-               100 * window_.data_wait / std::max(elapsed, 1e-9), health_text, eta);
+  spdlog::info(
+      "step {}/{}{} | lr {:.3g} | {:.2f} steps/s {:.0f} img/s | data wait {:.1f}% |{} | "
+      "ETA {:.0f}s",
+      step_, cfg_.run.steps, text, last_lr_, steps_per_s, samples_per_s,
+      100 * window_.data_wait / std::max(elapsed, 1e-9), health_text, eta);
   window_.reset();
 }
 
@@ -434,7 +455,8 @@ bool TrainingRun::agreeStop() {
   control_->allReduce({t}, comm::ReduceOp::kMax, {"allreduce", "stop agreement", step_, -1});
   if (t[0].item<float>() > 0) {
     spdlog::warn("stop requested by a signal{}: saving step {} and exiting",
-                 monitor_.signal() ? fmt::format(" (signal {} here)", monitor_.signal()) : "", step_);
+                 monitor_.signal() ? fmt::format(" (signal {} here)", monitor_.signal()) : "",
+                 step_);
     return true;
   }
   if (t[1].item<float>() > 0) {
@@ -447,7 +469,8 @@ bool TrainingRun::agreeStop() {
 
 void TrainingRun::evaluateAtEnd() {
   if (!cfg_.run.eval_at_end || cfg_.data.test.empty()) return;
-  const data::ImageShape expected{cfg_.model.image_size, cfg_.model.image_size, cfg_.model.in_channels};
+  const data::ImageShape expected{cfg_.model.image_size, cfg_.model.image_size,
+                                  cfg_.model.in_channels};
   const data::ImageFile file = data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &expected);
   CommStatsReducer reducer(*control_, "evaluation");
   const JsonObject result = task_->evaluate(file, reducer, 256);
@@ -480,16 +503,21 @@ TrainingSummary TrainingRun::run() {
   lo.cache_max_bytes = cfg_.data.cache_max_gb * 1e9;
   lo.pin_memory = device_.is_cuda();
   loader_ = std::make_unique<data::Loader>(lo, position_);
+  if (cfg_.debug.dump_indices) {
+    index_dump_ = std::make_unique<std::ofstream>(
+        run_dir_ / fmt::format("indices-rank{}.txt", world_.rank), std::ios::app);
+  }
 
   if (world_.isRoot()) {
     const std::string& source = cfg_.data.test.empty() ? cfg_.data.train : cfg_.data.test;
     const data::ImageFile file = data::ImageFile::open(source, cfg_.data.dataset, &lo.expected);
     const std::int64_t n = std::min<std::int64_t>(8, file.size());
-    std::vector<std::uint8_t> raw(static_cast<std::size_t>(n * file.shape().height *
-                                                           file.shape().width * file.shape().channels));
+    std::vector<std::uint8_t> raw(static_cast<std::size_t>(
+        n * file.shape().height * file.shape().width * file.shape().channels));
     file.readRange(0, n, raw.data());
-    preview_ = torch::from_blob(raw.data(), {n, file.shape().height, file.shape().width,
-                                             file.shape().channels}, torch::kUInt8)
+    preview_ = torch::from_blob(raw.data(),
+                                {n, file.shape().height, file.shape().width, file.shape().channels},
+                                torch::kUInt8)
                    .permute({0, 3, 1, 2})
                    .to(torch::kFloat)
                    .div(127.5)

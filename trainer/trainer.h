@@ -20,8 +20,8 @@ namespace tessera::trainer {
 
 struct TrainerOptions {
   TrainConfig config;
-  std::string run_dir;   // holds config.yaml, checkpoints/, samples/, metrics.jsonl
-  std::string resume;    // explicit checkpoint to start from ("" = newest in run_dir)
+  std::string run_dir;  // holds config.yaml, checkpoints/, samples/, metrics.jsonl
+  std::string resume;   // explicit checkpoint to start from ("" = newest in run_dir)
   bool no_resume = false;
 };
 

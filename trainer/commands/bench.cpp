@@ -52,7 +52,9 @@ class BenchBatches {
                                       static_cast<std::uint64_t>(w.rank), i));
       b.images = torch::rand({c.data.batch_size, c.model.in_channels, c.model.image_size,
                               c.model.image_size},
-                             gen) * 2 - 1;
+                             gen) *
+                     2 -
+                 1;
       synthetic_.push_back(b);
     }
   }
@@ -136,15 +138,17 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
 
 int runBench(const BenchArgs& args, const comm::MpiSession& mpi) {
   TrainConfig config = loadTrainConfig(args.config, args.overrides);
-  JsonObject result;
+  std::vector<JsonObject> lines;
   if (args.kind == "train") {
-    result = benchTrain(config, args, mpi);
+    lines.push_back(benchTrain(config, args, mpi));
   } else if (args.kind == "allreduce") {
-    result = benchAllreduce(config, args, mpi);
+    lines = benchAllreduce(config, args, mpi);
   } else {
-    result = benchData(config, args, mpi);
+    lines = benchData(config, args, mpi);
   }
-  if (mpi.world().isRoot() && !result.empty()) std::cout << result.str() << std::endl;
+  if (mpi.world().isRoot()) {
+    for (const auto& line : lines) std::cout << line.str() << std::endl;
+  }
   return kExitOk;
 }
 

@@ -36,8 +36,8 @@ LoadedModel loadModel(const std::string& checkpoint, c10::Device device) {
   }
   LoadedModel out;
   out.config = parseTrainConfig(text->second, checkpoint + " (stored config)");
-  out.model = makeVqVae(vqvaeOptions(out.config), static_cast<std::uint64_t>(out.config.run.seed),
-                        device);
+  out.model =
+      makeVqVae(vqvaeOptions(out.config), static_cast<std::uint64_t>(out.config.run.seed), device);
   restoreModules({{"model", out.model.get()}}, tensorMap(state));
   out.model->eval();
   out.step = state.step();
@@ -81,12 +81,13 @@ int runReconstruct(const CheckpointArgs& args, const comm::MpiSession& mpi) {
   std::vector<std::uint8_t> raw(static_cast<std::size_t>(n * s.height * s.width * s.channels));
   file.readRange(0, n, raw.data());
   torch::NoGradGuard no_grad;
-  const at::Tensor x = torch::from_blob(raw.data(), {n, s.height, s.width, s.channels}, torch::kUInt8)
-                           .permute({0, 3, 1, 2})
-                           .to(torch::kFloat)
-                           .div(127.5)
-                           .sub(1)
-                           .to(device);
+  const at::Tensor x =
+      torch::from_blob(raw.data(), {n, s.height, s.width, s.channels}, torch::kUInt8)
+          .permute({0, 3, 1, 2})
+          .to(torch::kFloat)
+          .div(127.5)
+          .sub(1)
+          .to(device);
   const at::Tensor recon = m.model->forward(x).reconstruction.clamp(-1, 1);
   // Rows of originals over rows of their reconstructions, `columns` images wide.
   const std::int64_t columns = std::min<std::int64_t>(n, 8);
@@ -95,7 +96,8 @@ int runReconstruct(const CheckpointArgs& args, const comm::MpiSession& mpi) {
     const std::int64_t len = std::min(columns, n - i);
     at::Tensor top = x.slice(0, i, i + len), bottom = recon.slice(0, i, i + len);
     if (len < columns) {
-      const auto pad = torch::full({columns - len, x.size(1), x.size(2), x.size(3)}, -1.0, x.options());
+      const auto pad =
+          torch::full({columns - len, x.size(1), x.size(2), x.size(3)}, -1.0, x.options());
       top = at::cat({top, pad});
       bottom = at::cat({bottom, pad});
     }

@@ -20,7 +20,8 @@ int runTrain(const TrainArgs& args, const comm::MpiSession& mpi) {
   }
   initLogging(mpi.world().rank, {options.config.log.level, options.config.log.all_ranks});
   if (options.config.data.train.empty()) {
-    throw ConfigError(args.config + ": data.train is not set (an HDF5 file made by `tessera convert`)");
+    throw ConfigError(args.config +
+                      ": data.train is not set (an HDF5 file made by `tessera convert`)");
   }
   options.run_dir = args.run_dir.empty() ? "runs/" + options.config.run.name : args.run_dir;
   options.resume = args.resume;

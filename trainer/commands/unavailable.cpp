@@ -2,9 +2,6 @@
 // silent no-op.
 #include "core/error.h"
 #include "trainer/cli.h"
-#include "trainer/train_config.h"
-
-#include <iostream>
 
 namespace tessera::trainer {
 
@@ -12,14 +9,6 @@ int runSample(const SampleArgs&, const comm::MpiSession&) {
   throw NotAvailable(
       "`tessera sample` needs a diffusion model; diffusion is not available in "
       "this version yet");
-}
-
-}  // namespace tessera::trainer
-
-namespace tessera::trainer {
-
-int runBench(const BenchArgs&, const comm::MpiSession&) {
-  throw NotAvailable("`tessera bench` is not available in this version yet");
 }
 
 }  // namespace tessera::trainer

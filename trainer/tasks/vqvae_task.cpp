@@ -53,7 +53,7 @@ StepResult VqVaeTask::step(const data::Batch& batch, const StepContext& ctx) {
     const at::Tensor& xi = chunks[static_cast<std::size_t>(i)];
     const models::VqVaeOutput out = model_->forward(xi);
     const at::Tensor recon = torch::mse_loss(out.reconstruction, xi);
-    at::Tensor loss = (recon + out.commitment) / static_cast<double>(n);
+    at::Tensor loss = (recon + out.commitment) * (updater_->lossScale() / n);
     if (ctx.inject_nan) loss = loss * std::nan("");
     loss.backward();
     recon_total += recon.item<double>() / n;

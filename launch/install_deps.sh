@@ -15,7 +15,7 @@ packages=(
   dataset-fashion-mnist
   # tests: h5py reads Tessera's files as a Python user would; a real Prometheus server scrapes
   # the trainer; shellcheck checks the launch scripts.
-  python3 python3-h5py python3-numpy prometheus shellcheck
+  python3 python3-h5py python3-numpy python3-yaml prometheus shellcheck
 )
 
 missing=()

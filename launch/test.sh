@@ -17,4 +17,4 @@ fi
 cmake --build "$build_dir" --parallel "$jobs"
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-ctest --test-dir "$build_dir" --output-on-failure --no-tests=error "$@"
+ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -j "$jobs" "$@"

@@ -29,14 +29,16 @@ std::vector<JsonObject> benchData(const TrainConfig& c, const BenchArgs& args,
                                                : data::LoaderOptions::Cache::kAuto;
   o.cache_max_bytes = c.data.cache_max_gb * 1e9;
 
-  const data::ImageFile file = data::ImageFile::open(c.data.train, c.data.dataset, &o.expected);
+  // Closed again before the raw read: HDF5 refuses to open one file twice with different
+  // locking flags.
+  const std::int64_t size = data::ImageFile::open(c.data.train, c.data.dataset, &o.expected).size();
   // Default: one pass over this rank's share of the file.
   const std::int64_t batches =
       args.steps > 0 ? args.steps
-                     : std::max<std::int64_t>(1, file.size() / (c.data.batch_size * w.size) - 1);
+                     : std::max<std::int64_t>(1, size / (c.data.batch_size * w.size) - 1);
   JsonObject loader = data::benchmarkLoader(o, batches);
   JsonObject raw = data::benchmarkRawRead(c.data.train, c.data.dataset, 256,
-                                          std::min(file.size(), batches * c.data.batch_size));
+                                          std::min(size, batches * c.data.batch_size));
   return {loader, raw};
 }
 

@@ -1,9 +1,20 @@
 # All third-party packages are found here, once. Package names are those of Debian bookworm's
 # -dev packages (launch/install_deps.sh) and of the GPU machine's Ubuntu packages.
 find_package(Torch REQUIRED)
+# LibTorch from PyTorch 2.12 on needs C++20 for code that includes ATen; older ones need C++17.
+if(Torch_VERSION VERSION_GREATER_EQUAL 2.12)
+  set(CMAKE_CXX_STANDARD 20)
+endif()
 find_package(MPI REQUIRED COMPONENTS C)
 find_package(HDF5 REQUIRED COMPONENTS C)
 find_package(yaml-cpp REQUIRED)
+# yaml-cpp 0.8 exports yaml-cpp::yaml-cpp (the bare name is deprecated); 0.7 (Debian) only yaml-cpp.
+add_library(tessera_yaml INTERFACE)
+if(TARGET yaml-cpp::yaml-cpp)
+  target_link_libraries(tessera_yaml INTERFACE yaml-cpp::yaml-cpp)
+else()
+  target_link_libraries(tessera_yaml INTERFACE yaml-cpp)
+endif()
 find_package(CLI11 CONFIG REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(ZLIB REQUIRED)

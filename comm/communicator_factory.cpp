@@ -4,6 +4,7 @@
 #include <set>
 
 #include "comm/communicator.h"
+#include "comm/gather_strings.h"
 #include "comm/local_communicator.h"
 #include "comm/mpi_communicator.h"
 #include "comm/mpi_session.h"
@@ -22,7 +23,7 @@ namespace {
 // answer is computed from data every rank gathers, so every rank takes the same decision.
 std::string ncclUnusableReason(Communicator& control, const World& world, c10::Device device) {
   const std::string mine = world.hostname + "/" + ncclDeviceIdentity(device);
-  const std::vector<std::string> all = gatherStrings(control, mine);
+  const std::vector<std::string> all = gatherStrings(control, mine, "GPU identities");
   std::set<std::string> seen;
   for (size_t r = 0; r < all.size(); ++r) {
     if (!seen.insert(all[r]).second) {

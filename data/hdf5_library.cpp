@@ -1,6 +1,7 @@
 #include "data/hdf5_library.h"
 
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "data/detail/hdf5.h"
@@ -72,6 +73,24 @@ std::string describeType(hid_t type) {
     default:
       return "unknown type";
   }
+}
+
+RowSelection selectRows(hid_t dataset, std::int64_t start, std::int64_t count,
+                        const std::string& what) {
+  RowSelection sel{Handle(H5Dget_space(dataset), H5Sclose), Handle()};
+  checkHdf5(sel.file_space.get(), what, false);
+  const int rank = H5Sget_simple_extent_ndims(sel.file_space.get());
+  std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
+  H5Sget_simple_extent_dims(sel.file_space.get(), dims.data(), nullptr);
+  std::vector<hsize_t> offset(dims.size(), 0);
+  offset[0] = static_cast<hsize_t>(start);
+  dims[0] = static_cast<hsize_t>(count);
+  checkHdf5(H5Sselect_hyperslab(sel.file_space.get(), H5S_SELECT_SET, offset.data(), nullptr,
+                                dims.data(), nullptr),
+            what, false);
+  sel.mem_space = Handle(H5Screate_simple(rank, dims.data(), nullptr), H5Sclose);
+  checkHdf5(sel.mem_space.get(), what, false);
+  return sel;
 }
 
 }  // namespace detail

@@ -13,6 +13,8 @@ namespace tessera::data {
 
 using detail::checkHdf5;
 using detail::Handle;
+using detail::RowSelection;
+using detail::selectRows;
 
 struct ImageFile::Impl {
   std::string path;
@@ -277,21 +279,9 @@ namespace {
 
 void readSlab(hid_t dataset, std::int64_t start, std::int64_t count, hid_t mem_type, void* out,
               const std::string& what) {
-  Handle file_space(H5Dget_space(dataset), H5Sclose);
-  checkHdf5(file_space.get(), what, false);
-  const int rank = H5Sget_simple_extent_ndims(file_space.get());
-  std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
-  H5Sget_simple_extent_dims(file_space.get(), dims.data(), nullptr);
-  std::vector<hsize_t> offset(dims.size(), 0);
-  offset[0] = static_cast<hsize_t>(start);
-  dims[0] = static_cast<hsize_t>(count);
-  checkHdf5(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, offset.data(), nullptr,
-                                dims.data(), nullptr),
+  const RowSelection sel = selectRows(dataset, start, count, what);
+  checkHdf5(H5Dread(dataset, mem_type, sel.mem_space.get(), sel.file_space.get(), H5P_DEFAULT, out),
             what, false);
-  Handle mem_space(H5Screate_simple(rank, dims.data(), nullptr), H5Sclose);
-  checkHdf5(mem_space.get(), what, false);
-  checkHdf5(H5Dread(dataset, mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT, out), what,
-            false);
 }
 
 void checkRange(const ImageFile& f, std::int64_t start, std::int64_t count, const char* what) {

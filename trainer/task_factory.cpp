@@ -70,6 +70,28 @@ UpdaterOptions updaterOptions(const TrainConfig& c) {
   return o;
 }
 
+data::LoaderOptions loaderOptions(const TrainConfig& c, const comm::World& w, bool pin_memory) {
+  data::LoaderOptions o;
+  o.path = c.data.train;
+  o.dataset = c.data.dataset;
+  o.expected = {c.model.image_size, c.model.image_size, c.model.in_channels};
+  o.batch_size = c.data.batch_size;
+  o.rank = w.rank;
+  o.world = w.size;
+  o.seed = static_cast<std::uint64_t>(c.run.seed);
+  o.shuffle.block = c.data.shuffle == ShuffleMode::kBlock;
+  o.shuffle.block_size = c.data.shuffle_block;
+  o.prefetch = c.data.prefetch;
+  o.workers = c.data.workers;
+  o.hflip = c.data.hflip;
+  o.cache = c.data.cache == CacheMode::kMemory ? data::LoaderOptions::Cache::kMemory
+            : c.data.cache == CacheMode::kNone ? data::LoaderOptions::Cache::kNone
+                                               : data::LoaderOptions::Cache::kAuto;
+  o.cache_max_bytes = c.data.cache_max_gb * 1e9;
+  o.pin_memory = pin_memory;
+  return o;
+}
+
 std::unique_ptr<Task> makeTask(const TrainConfig& c, c10::Device device,
                                comm::Communicator& grads) {
   switch (c.task) {

@@ -7,6 +7,8 @@
 #include <memory>
 
 #include "comm/grad_reducer.h"
+#include "comm/world.h"
+#include "data/loader_options.h"
 #include "models/vqvae.h"
 #include "trainer/model_updater.h"
 #include "trainer/task.h"
@@ -21,6 +23,9 @@ namespace tessera::trainer {
 models::VqVaeOptions vqvaeOptions(const TrainConfig& config);
 comm::GradReducerOptions reducerOptions(const CommConfig& config);
 UpdaterOptions updaterOptions(const TrainConfig& config);
+// The loader of data.train for this rank (pin_memory when training on CUDA).
+data::LoaderOptions loaderOptions(const TrainConfig& config, const comm::World& world,
+                                  bool pin_memory = false);
 
 std::unique_ptr<Task> makeTask(const TrainConfig& config, c10::Device device,
                                comm::Communicator& grads);

@@ -484,24 +484,7 @@ TrainingSummary TrainingRun::run() {
   resume();
   const std::int64_t start_step = step_;
 
-  data::LoaderOptions lo;
-  lo.path = cfg_.data.train;
-  lo.dataset = cfg_.data.dataset;
-  lo.expected = {cfg_.model.image_size, cfg_.model.image_size, cfg_.model.in_channels};
-  lo.batch_size = cfg_.data.batch_size;
-  lo.rank = world_.rank;
-  lo.world = world_.size;
-  lo.seed = static_cast<std::uint64_t>(cfg_.run.seed);
-  lo.shuffle.block = cfg_.data.shuffle == ShuffleMode::kBlock;
-  lo.shuffle.block_size = cfg_.data.shuffle_block;
-  lo.prefetch = cfg_.data.prefetch;
-  lo.workers = cfg_.data.workers;
-  lo.hflip = cfg_.data.hflip;
-  lo.cache = cfg_.data.cache == CacheMode::kMemory ? data::LoaderOptions::Cache::kMemory
-             : cfg_.data.cache == CacheMode::kNone ? data::LoaderOptions::Cache::kNone
-                                                   : data::LoaderOptions::Cache::kAuto;
-  lo.cache_max_bytes = cfg_.data.cache_max_gb * 1e9;
-  lo.pin_memory = device_.is_cuda();
+  const data::LoaderOptions lo = loaderOptions(cfg_, world_, device_.is_cuda());
   loader_ = std::make_unique<data::Loader>(lo, position_);
   if (cfg_.debug.dump_indices) {
     index_dump_ = std::make_unique<std::ofstream>(

@@ -3,6 +3,7 @@
 
 #include <hdf5.h>
 
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -50,5 +51,14 @@ class Handle {
   hid_t id_ = H5I_INVALID_HID;
   Closer closer_ = nullptr;
 };
+
+// The file and memory dataspaces of rows [start, start + count) along dim 0 of `dataset`, for
+// H5Dread/H5Dwrite. Errors (Error, not InputError) name `what`.
+struct RowSelection {
+  Handle file_space;
+  Handle mem_space;
+};
+RowSelection selectRows(hid_t dataset, std::int64_t start, std::int64_t count,
+                        const std::string& what);
 
 }  // namespace tessera::data::detail

@@ -32,18 +32,7 @@ class BenchBatches {
  public:
   BenchBatches(const TrainConfig& c, const comm::World& w) {
     if (!c.data.train.empty()) {
-      data::LoaderOptions o;
-      o.path = c.data.train;
-      o.dataset = c.data.dataset;
-      o.expected = {c.model.image_size, c.model.image_size, c.model.in_channels};
-      o.batch_size = c.data.batch_size;
-      o.rank = w.rank;
-      o.world = w.size;
-      o.seed = static_cast<std::uint64_t>(c.run.seed);
-      o.prefetch = c.data.prefetch;
-      o.workers = c.data.workers;
-      o.hflip = c.data.hflip;
-      loader_ = std::make_unique<data::Loader>(o, data::DataPosition{});
+      loader_ = std::make_unique<data::Loader>(loaderOptions(c, w), data::DataPosition{});
       return;
     }
     for (int i = 0; i < 8; ++i) {
@@ -100,7 +89,12 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
     return t.item<float>() > 0;
   };
   StepResult last;
+  // Device work is finished before the clock is read (CUDA kernels run asynchronously).
+  const auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  };
   for (std::int64_t i = 0; i < warmup; ++i, ++ctx.step) last = task->step(batches.next(), ctx);
+  sync();
   control->barrier({"barrier", "bench start", -1, -1});
   const double wait0 = batches.waitSeconds();
   double comm_s = 0, exposed_s = 0;
@@ -112,6 +106,7 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
       exposed_s += s->exposed_seconds;
     }
   }
+  sync();
   control->barrier({"barrier", "bench end", -1, -1});
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 

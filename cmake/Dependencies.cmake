@@ -17,8 +17,32 @@ else()
 endif()
 find_package(CLI11 CONFIG REQUIRED)
 find_package(spdlog REQUIRED)
-find_package(ZLIB REQUIRED)
 find_package(Threads REQUIRED)
+# PyTorch's pip LibTorch ships its own, newer {fmt} headers in its include directory, where they
+# shadow the system {fmt} that the distribution's spdlog is built against: both cannot meet in one
+# translation unit. With such a LibTorch, spdlog is used header-only on C++20's std::format
+# (GCC >= 13), so no Tessera source includes {fmt}; elsewhere the compiled spdlog is linked.
+set(TESSERA_SPDLOG_STD_FORMAT 0)
+foreach(dir IN LISTS TORCH_INCLUDE_DIRS)
+  list(FIND CMAKE_CXX_IMPLICIT_INCLUDE_DIRECTORIES "${dir}" _implicit)  # /usr/include: Debian's
+  if(_implicit EQUAL -1 AND EXISTS "${dir}/fmt/format.h")
+    set(TESSERA_SPDLOG_STD_FORMAT 1)
+  endif()
+endforeach()
+add_library(tessera_spdlog INTERFACE)
+if(TESSERA_SPDLOG_STD_FORMAT)
+  set(CMAKE_CXX_STANDARD 20)
+  get_target_property(_spdlog_include spdlog::spdlog INTERFACE_INCLUDE_DIRECTORIES)
+  if(_spdlog_include)
+    target_include_directories(tessera_spdlog SYSTEM INTERFACE ${_spdlog_include})
+  endif()
+  target_compile_definitions(tessera_spdlog INTERFACE SPDLOG_HEADER_ONLY SPDLOG_USE_STD_FORMAT)
+  target_link_libraries(tessera_spdlog INTERFACE Threads::Threads)
+  message(STATUS "tessera: LibTorch ships {fmt}; spdlog header-only on std::format (C++20)")
+else()
+  target_link_libraries(tessera_spdlog INTERFACE spdlog::spdlog)
+endif()
+find_package(ZLIB REQUIRED)
 find_path(STB_INCLUDE_DIR stb_image_write.h PATH_SUFFIXES stb REQUIRED)
 
 find_package(prometheus-cpp CONFIG QUIET)
@@ -27,7 +51,8 @@ if(prometheus-cpp_FOUND)
 else()
   set(TESSERA_HAVE_PROMETHEUS 0)
   message(WARNING "tessera: prometheus-cpp not found; metrics are served by nothing "
-                  "(install prometheus-cpp-dev)")
+                  "(install prometheus-cpp-dev). Looked in: ${prometheus-cpp_CONSIDERED_CONFIGS} "
+                  "${prometheus-cpp_NOT_FOUND_MESSAGE}")
 endif()
 
 # HDF5's imported target name differs between CMake versions; normalise to tessera::hdf5.

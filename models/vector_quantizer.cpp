@@ -182,7 +182,8 @@ void VectorQuantizerImpl::update(StatsReducer& reducer, std::int64_t step) {
   if (pending_counts_.defined()) {
     packed = at::cat({pending_counts_, pending_sums_.reshape({-1})});
   } else {
-    packed = torch::zeros({k + k * dim_});  // no forward this step: contribute nothing
+    packed = torch::zeros({k + k * dim_},
+                          embedding_.options());  // no forward this step: contribute nothing
   }
   reducer.sumInPlace(packed);
   const at::Tensor counts = packed.slice(0, 0, k);
@@ -216,7 +217,8 @@ void VectorQuantizerImpl::restartDeadCodes(StatsReducer& reducer, std::int64_t s
   const double expected = cluster_size_.sum().item<double>() / options_.codebook_size;
   const std::int64_t num_dead = dead.numel();
   if (num_dead == 0) return;
-  at::Tensor mine = pending_inputs_.empty() ? torch::zeros({0, dim_}) : at::cat(pending_inputs_);
+  at::Tensor mine = pending_inputs_.empty() ? torch::zeros({0, dim_}, embedding_.options())
+                                            : at::cat(pending_inputs_);
   const at::Tensor all = reducer.allGather(mine.contiguous());
   const std::int64_t n = all.size(0);
   if (n == 0) return;
@@ -224,7 +226,8 @@ void VectorQuantizerImpl::restartDeadCodes(StatsReducer& reducer, std::int64_t s
       n, rngKey(options_.seed, RngPurpose::kCodeRestart, static_cast<std::uint64_t>(step)));
   std::vector<std::int64_t> chosen(static_cast<std::size_t>(num_dead));
   for (std::int64_t i = 0; i < num_dead; ++i) chosen[i] = perm[i % n];
-  const at::Tensor picks = all.index_select(0, torch::tensor(chosen, torch::kLong));
+  const at::Tensor picks =
+      all.index_select(0, torch::tensor(chosen, torch::kLong).to(all.device()));
   // A restarted code starts with the expected count and usage, so one quiet step does not kill
   // it again.
   cluster_size_.index_fill_(0, dead, expected);
@@ -250,7 +253,9 @@ std::uint64_t VectorQuantizerImpl::stateHash() const {
 
 bool VectorQuantizerImpl::checkReplicated(StatsReducer& reducer) {
   const std::uint64_t mine = stateHash();
-  at::Tensor h = torch::tensor({static_cast<std::int64_t>(mine)}, torch::kLong);
+  // Collectives run on the codebook's device.
+  at::Tensor h =
+      torch::tensor({static_cast<std::int64_t>(mine)}, torch::kLong).to(embedding_.device());
   const at::Tensor all = reducer.allGather(h);
   const bool same = all.eq(all[0]).all().item<bool>();
   if (!same) {

@@ -410,7 +410,7 @@ void TrainingRun::report() {
         steps_total > 0 ? t[static_cast<std::int64_t>(i)].item<double>() / steps_total : 0;
     line.add(window_.terms[i], mean);
     metrics_.setLoss(window_.terms[i], mean);
-    text += fmt::format(" {} {:.5f}", window_.terms[i], mean);
+    text += spdlog::fmt_lib::format(" {} {:.5f}", window_.terms[i], mean);
   }
   line.add("lr", last_lr_).add("grad_norm", last_grad_norm_);
   line.add("steps_per_s", steps_per_s).add("samples_per_s", samples_per_s);
@@ -423,7 +423,7 @@ void TrainingRun::report() {
   for (const auto& [name, v] : task_->health()) {
     line.add(name, v);
     health[name] = v;
-    health_text += fmt::format(" {} {:.4g}", name, v);
+    health_text += spdlog::fmt_lib::format(" {} {:.4g}", name, v);
   }
   metrics_.setLearningRate(last_lr_);
   metrics_.setGradNorm(last_grad_norm_);
@@ -445,7 +445,7 @@ void TrainingRun::report() {
 
 void TrainingRun::writeImages() {
   if (!world_.isRoot() || !preview_.defined()) return;
-  const fs::path path = run_dir_ / "samples" / fmt::format("recon-step-{:08d}.png", step_);
+  const fs::path path = run_dir_ / "samples" / spdlog::fmt_lib::format("recon-step-{:08d}.png", step_);
   task_->writeImages(preview_, path.string());
 }
 
@@ -455,7 +455,7 @@ bool TrainingRun::agreeStop() {
   control_->allReduce({t}, comm::ReduceOp::kMax, {"allreduce", "stop agreement", step_, -1});
   if (t[0].item<float>() > 0) {
     spdlog::warn("stop requested by a signal{}: saving step {} and exiting",
-                 monitor_.signal() ? fmt::format(" (signal {} here)", monitor_.signal()) : "",
+                 monitor_.signal() ? spdlog::fmt_lib::format(" (signal {} here)", monitor_.signal()) : "",
                  step_);
     return true;
   }
@@ -488,7 +488,7 @@ TrainingSummary TrainingRun::run() {
   loader_ = std::make_unique<data::Loader>(lo, position_);
   if (cfg_.debug.dump_indices) {
     index_dump_ = std::make_unique<std::ofstream>(
-        run_dir_ / fmt::format("indices-rank{}.txt", world_.rank), std::ios::app);
+        run_dir_ / spdlog::fmt_lib::format("indices-rank{}.txt", world_.rank), std::ios::app);
   }
 
   if (world_.isRoot()) {

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# The GPU machine's check (../shared/GPU.md), one script so that one device call does it all:
+# builds Tessera against PyTorch's CUDA LibTorch with NCCL, then runs what only a GPU can run:
+#   - `tessera info` (alone and under mpirun) must report the GPU, CUDA and NCCL;
+#   - the communicator suite on CUDA tensors: NCCL at world size 1 (the machine has one GPU and
+#     NCCL refuses two ranks on one device), the MPI backend with host staging at world sizes 1
+#     and 2 (where Auto must detect the shared GPU and fall back from NCCL to MPI);
+#   - the VQ-VAE quick-start config trained on the GPU (one rank), with evaluation, then two
+#     ranks sharing the GPU with a checkpoint and a resume onto CUDA;
+#   - `tessera bench train` on the GPU (and on that machine's CPU for scale);
+#   - what the rest of the CTest suite says in the CUDA build (bounded in time).
+# Usage: bash tests/gpu/run.sh [DATA_DIR]
+#   DATA_DIR holds fmnist_train.h5 and fmnist_test.h5 (`tessera convert fmnist`), default
+#   .gpu-debs, which also holds Debian's prometheus-cpp/civetweb/stb packages (GPU.md).
+# Logs go to $OUT (the device tool's folder) or $BUILD/out; the summary is printed last.
+# TESSERA_GPU_BUILD (default build-gpu) and TESSERA_GPU_CUDA (default ON) exist to dry-run the
+# script's plumbing on a CPU machine.
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+build=${TESSERA_GPU_BUILD:-build-gpu}
+out=${OUT:-$build/out}
+mkdir -p "$out"
+data=${1:-.gpu-debs}
+summary="$out/summary.txt"
+: >"$summary"
+log="$out/tests.log"
+: >"$log"
+jobs=$(nproc)
+
+note() { echo "$*" >>"$summary"; }
+# step NAME CMD...: runs CMD with its output in tests.log, records PASS/FAIL and the seconds.
+step() {
+  local name=$1 t0=$SECONDS rc=0
+  shift
+  echo "=== $name: $*" >>"$log"
+  "$@" >>"$log" 2>&1 || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    note "PASS $name ($((SECONDS - t0)) s)"
+  else
+    note "FAIL $name (exit $rc, $((SECONDS - t0)) s)"
+  fi
+  return "$rc"
+}
+finish() {
+  echo "----- summary -----"
+  cat "$summary"
+  exit "${1:-0}"
+}
+
+if compgen -G ".gpu-debs/*.deb" >/dev/null; then
+  for d in .gpu-debs/*.deb; do dpkg -x "$d" /; done
+  ldconfig
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+note "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
+
+# ---- configure and build (all cores; -k 0 collects every compile error in one pass) ----
+prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
+# CMAKE_POLICY_VERSION_MINIMUM: Debian's prometheus-cpp config predates what CMake 4 accepts.
+step configure cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
+  "-DTESSERA_CUDA=${TESSERA_GPU_CUDA:-ON}" ${prefix:+"-DCMAKE_PREFIX_PATH=$prefix"} || finish 1
+t0=$SECONDS
+if ninja -C "$build" -k 0 -j "$jobs" >"$out/build.log" 2>&1; then
+  note "PASS build ($((SECONDS - t0)) s, $jobs jobs)"
+else
+  note "FAIL build ($((SECONDS - t0)) s); first errors:"
+  grep -E "error:|undefined reference" "$out/build.log" | awk '!seen[$0]++' | head -40 >>"$summary"
+  finish 1
+fi
+grep -E "tessera: LibTorch" "$log" | tail -1 >>"$summary"
+
+tessera=$build/trainer/tessera
+comm_test=$build/tests/comm/test_comm
+
+# ---- info: the GPU, CUDA and NCCL ----
+step info "$tessera" info
+sed -n '/^tessera /,/^world/p' "$log" | tail -12 >>"$summary"
+step info_reports_gpu_cuda_nccl bash -c \
+  "$tessera info | grep -E '^  CUDA +[1-9]' && $tessera info | grep -E '^  NCCL +[0-9]' &&
+   $tessera info | grep -E 'cuda:0'"
+step info_mpirun_np2 mpirun -np 2 --bind-to none "$tessera" info
+
+# ---- the communicator suite on CUDA tensors ----
+export TESSERA_TEST_DEVICE=cuda:0
+step comm_cuda_nccl_world1 "$comm_test"
+grep -E "^\[  (PASSED|SKIPPED|FAILED) " "$log" | tail -3 >>"$summary"
+step comm_cuda_mpi_np1 mpirun -np 1 --bind-to none "$comm_test"
+step comm_cuda_mpi_np2 mpirun -np 2 --bind-to none "$comm_test"
+grep -E "^\[  (PASSED|SKIPPED|FAILED) " "$log" | tail -3 >>"$summary"
+unset TESSERA_TEST_DEVICE
+
+# ---- training on the GPU ----
+cfg=configs/vqvae_fmnist.yaml
+if [ -f "$data/fmnist_train.h5" ]; then
+  common=(--config "$cfg" "data.train=$data/fmnist_train.h5" "data.test=$data/fmnist_test.h5"
+    run.device=cuda run.threads=4)
+  step train_cuda_1rank "$tessera" train "${common[@]}" --run-dir "$build/run1" --no-resume
+  [ -f "$build/run1"/eval.json ] && note "  eval: $(cat "$build/run1/eval.json")"
+  grep -E "steps/s" "$log" | tail -1 >>"$summary"
+  step train_cuda_2ranks_shared_gpu mpirun -np 2 --bind-to none "$tessera" train "${common[@]}" \
+    --run-dir "$build/run2" --no-resume run.steps=200 checkpoint.every=100 run.log_every=50
+  step resume_cuda_2ranks mpirun -np 2 --bind-to none "$tessera" train "${common[@]}" \
+    --run-dir "$build/run2" run.steps=300 checkpoint.every=100 run.log_every=50
+  step resumed_from_step_200 grep -qE "resuming from .*step-0*200\.h5" "$log"
+else
+  note "SKIP training: no $data/fmnist_train.h5"
+fi
+
+# ---- benchmarks (JSON lines) ----
+bench="$out/bench.jsonl"
+: >"$bench"
+step bench_train_cuda bash -c "$tessera bench train --config $cfg data.train= run.device=cuda \
+  --steps 500 >>$bench"
+step bench_train_cuda_bs256 bash -c "$tessera bench train --config $cfg data.train= \
+  run.device=cuda data.batch_size=256 --steps 300 >>$bench"
+step bench_train_host_cpu bash -c "$tessera bench train --config $cfg data.train= run.device=cpu \
+  --steps 40 >>$bench"
+step bench_train_cuda_np2_mpi bash -c "mpirun -np 2 --bind-to none $tessera bench train \
+  --config $cfg data.train= run.device=cuda --steps 200 >>$bench"
+sed 's/^/  /' "$bench" >>"$summary"
+
+# ---- backtraces of test cases that crashed in an earlier run (fault handler preloaded) ----
+diag="$out/diag.log"
+: >"$diag"
+cc -shared -fPIC -o "$build/segv_backtrace.so" tests/gpu/segv_backtrace.c
+diagnose() {  # diagnose BINARY FILTER
+  local frames="$build/frames.txt" rc=0
+  echo "=== $1 --gtest_filter=$2" >>"$diag"
+  LD_PRELOAD="$PWD/$build/segv_backtrace.so" timeout 60 "$1" --gtest_filter="$2" >"$frames" 2>&1 ||
+    rc=$?
+  cat "$frames" >>"$diag"
+  note "diagnose $2: exit $rc"
+  grep -E '^/.*\(\+0x[0-9a-f]+\)' "$frames" | head -25 | while IFS='(' read -r file off; do
+    off=${off#+}
+    off=${off%%)*}
+    echo "  $(addr2line -f -C -e "$file" "$off" | head -1)  [$file]"
+  done >>"$diag"
+  grep -E '\([^+)][^)]*\)' "$frames" | c++filt | head -25 >>"$diag"
+}
+diagnose "$PWD/$build/tests/data/test_data" "ImageGrid.LaysOutImagesWithPadding"
+diagnose "$PWD/$build/tests/data/test_data" "ImageFileErrors.NotHdf5"
+diagnose "$PWD/$build/tests/data/test_data" "ImageFile.RoundTripsImagesAndLabels"
+diagnose "$PWD/$build/tests/checkpoint/test_checkpoint" "SyncAndAsync/Store.FailedSaves*"
+grep -E "^\[ +(OK|FAILED) +\]" "$diag" | head -8 >>"$summary"
+
+# ---- the rest of the suite in the CUDA build (informative; bounded) ----
+t0=$SECONDS
+(cd "$build" && timeout 100 ctest -j "$jobs" --timeout 80 --output-on-failure -E "comm_mpi_np|comm_single" \
+  >"$out/ctest.log" 2>&1)
+note "ctest (CUDA build, $((SECONDS - t0)) s): $(grep -E 'tests passed|tests failed' \
+  "$out/ctest.log" | tail -1)"
+grep -E "\(Failed\)|\(Timeout\)|\(SEGFAULT\)|\(Subprocess aborted\)" "$out/ctest.log" |
+  head -30 >>"$summary"
+finish 0

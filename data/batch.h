@@ -8,7 +8,10 @@
 namespace tessera::data {
 
 struct Batch {
-  at::Tensor images;      // float32 [B, C, H, W] in [-1, 1], CPU (pinned when asked and built)
+  // float32 [B, C, H, W] in [-1, 1], or with LoaderOptions::Output::kUint8 the stored uint8
+  // [B, H, W, C] (data::modelInput() converts); CPU, pinned when asked and built with CUDA.
+  at::Tensor images;
+  at::Tensor flips;       // bool [B] with kUint8 output: images modelInput() still mirrors
   at::Tensor labels;      // int64 [B]; undefined when the file has no labels
   at::Tensor indices;     // int64 [B] dataset indices, in the sampler's order
   DataPosition position;  // where this step starts (normalised: never a spent epoch)

@@ -1,5 +1,7 @@
 #include "data/image_transform.h"
 
+#include <ATen/ops/where.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -63,6 +65,19 @@ void imageToFloat(const std::uint8_t* hwc, const ImageShape& shape, bool hflip, 
     }
   }
   if (hflip) mirrorRows(chw, C * H, W);
+}
+
+at::Tensor modelInput(const at::Tensor& images, const at::Tensor& flips) {
+  if (images.scalar_type() != at::kByte) return images;
+  TORCH_CHECK(images.dim() == 4, "modelInput: expected NHWC uint8 images, got ", images.dim(),
+              " dimensions");
+  at::Tensor x = images;
+  if (flips.defined()) {
+    const at::Tensor mask = flips.to(images.device(), at::kBool).view({-1, 1, 1, 1});
+    x = at::where(mask, x.flip({2}), x);
+  }
+  // Two float operations in the order imageToFloat() uses: the results are bitwise equal.
+  return x.permute({0, 3, 1, 2}).contiguous().to(at::kFloat).sub_(127.5).mul_(kInvHalfRange);
 }
 
 void floatToImage(const float* chw, const ImageShape& shape, std::uint8_t* hwc) {

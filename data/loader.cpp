@@ -75,8 +75,18 @@ class BufferPool {
   std::vector<at::Tensor> buffers_;
 };
 
+bool bytesOut(const LoaderOptions& o) {
+  return o.output == LoaderOptions::Output::kUint8;
+}
+
+// One batch's images: [B, C, H, W] floats, or [B, H, W, C] bytes.
+std::vector<std::int64_t> batchSizes(const LoaderOptions& o, const ImageShape& s) {
+  if (bytesOut(o)) return {o.batch_size, s.height, s.width, s.channels};
+  return {o.batch_size, s.channels, s.height, s.width};
+}
+
 at::TensorOptions imageOptions(const LoaderOptions& o) {
-  auto options = at::TensorOptions().dtype(at::kFloat);
+  auto options = at::TensorOptions().dtype(bytesOut(o) ? at::kByte : at::kFloat);
 #if TESSERA_WITH_CUDA
   if (o.pin_memory) options = options.pinned_memory(true);
 #endif
@@ -106,8 +116,7 @@ struct Loader::State {
         shape(file.shape()),
         image_bytes(shape.bytes()),
         start(sampler.normalize(start_at, options.world, options.batch_size)),
-        buffers({options.batch_size, shape.channels, shape.height, shape.width},
-                imageOptions(options),
+        buffers(batchSizes(options, shape), imageOptions(options),
                 static_cast<std::size_t>(options.prefetch + options.workers + 4)) {}
 
   void fillCache();
@@ -169,13 +178,29 @@ Batch Loader::State::build(DataPosition pos, std::vector<std::uint8_t>& staging)
   const std::int64_t epoch = batch.position.epoch;
 
   batch.images = buffers.acquire();
-  float* out = batch.images.data_ptr<float>();
+  const bool bytes = bytesOut(options);
+  float* out = bytes ? nullptr : batch.images.data_ptr<float>();
+  std::uint8_t* out_bytes = bytes ? batch.images.data_ptr<std::uint8_t>() : nullptr;
+  // Image i of the batch (dataset index idx) from its stored bytes. Bytes are handed over as
+  // stored; their flips travel in batch.flips and are applied by modelInput() on the device.
+  const auto emit = [&](const std::uint8_t* src, std::int64_t i, std::int64_t idx) {
+    if (bytes) {
+      std::memcpy(out_bytes + i * image_bytes, src, static_cast<std::size_t>(image_bytes));
+    } else {
+      imageToFloat(src, shape, flipped(epoch, idx), out + i * image_bytes);
+    }
+  };
+  if (bytes && options.hflip) {
+    batch.flips = at::empty({B}, at::TensorOptions().dtype(at::kBool));
+    bool* f = batch.flips.data_ptr<bool>();
+    for (std::int64_t i = 0; i < B; ++i)
+      f[i] = flipped(epoch, indices[static_cast<std::size_t>(i)]);
+  }
 
   if (memory) {
     for (std::int64_t i = 0; i < B; ++i) {
       const std::int64_t idx = indices[static_cast<std::size_t>(i)];
-      imageToFloat(memory.get() + idx * image_bytes, shape, flipped(epoch, idx),
-                   out + i * image_bytes);
+      emit(memory.get() + idx * image_bytes, i, idx);
     }
   } else {
     // Read in index order, coalescing consecutive indices into one hyperslab per run.
@@ -185,20 +210,34 @@ Batch Loader::State::build(DataPosition pos, std::vector<std::uint8_t>& staging)
       return indices[static_cast<std::size_t>(a)] < indices[static_cast<std::size_t>(b)];
     });
     staging.resize(static_cast<std::size_t>(B * image_bytes));
+    // Bytes out: a run that also fills consecutive batch slots (contiguous blocks of
+    // `shuffle: block`) is read straight into the batch; the rest goes through the staging
+    // buffer.
+    std::vector<char> direct(static_cast<std::size_t>(B), 0);
     std::int64_t run_begin = 0;
     for (std::int64_t j = 1; j <= B; ++j) {
       const std::int64_t first = indices[static_cast<std::size_t>(order[run_begin])];
       const bool extends =
           j < B && indices[static_cast<std::size_t>(order[j])] == first + (j - run_begin);
       if (extends) continue;
-      file.readRange(first, j - run_begin, staging.data() + run_begin * image_bytes);
+      const std::int64_t slot = order[static_cast<std::size_t>(run_begin)];
+      bool in_place = bytes;
+      for (std::int64_t t = run_begin; in_place && t < j; ++t) {
+        in_place = order[static_cast<std::size_t>(t)] == slot + (t - run_begin);
+      }
+      if (in_place) {
+        file.readRange(first, j - run_begin, out_bytes + slot * image_bytes);
+        std::fill(direct.begin() + run_begin, direct.begin() + j, 1);
+      } else {
+        file.readRange(first, j - run_begin, staging.data() + run_begin * image_bytes);
+      }
       run_begin = j;
     }
     for (std::int64_t j = 0; j < B; ++j) {
       const std::int64_t i = order[static_cast<std::size_t>(j)];
-      const std::int64_t idx = indices[static_cast<std::size_t>(i)];
-      imageToFloat(staging.data() + j * image_bytes, shape, flipped(epoch, idx),
-                   out + i * image_bytes);
+      if (!direct[static_cast<std::size_t>(j)]) {
+        emit(staging.data() + j * image_bytes, i, indices[static_cast<std::size_t>(i)]);
+      }
     }
   }
 

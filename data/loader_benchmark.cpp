@@ -57,18 +57,19 @@ JsonObject benchmarkLoader(const LoaderOptions& options, std::int64_t batches) {
 }
 
 JsonObject benchmarkRawRead(const std::string& path, const std::string& dataset,
-                            std::int64_t batch_images, std::int64_t max_images) {
+                            std::int64_t batch_images, std::int64_t images) {
   using detail::checkHdf5;
   using detail::Handle;
   detail::quietErrors();
   // Checks the file like the loader would, and closes it: HDF5 refuses to open one file twice
   // with different locking flags. The timed part below is plain HDF5.
-  std::int64_t n = 0, bytes = 0;
+  std::int64_t size = 0, bytes = 0;
   {
     const ImageFile checked = ImageFile::open(path, dataset);
-    n = max_images > 0 ? std::min(max_images, checked.size()) : checked.size();
+    size = checked.size();
     bytes = checked.shape().bytes();
   }
+  const std::int64_t n = images > 0 ? images : size;
   batch_images = std::max<std::int64_t>(1, batch_images);
 
   const auto t0 = Clock::now();
@@ -82,8 +83,10 @@ JsonObject benchmarkRawRead(const std::string& path, const std::string& dataset,
   H5Sget_simple_extent_dims(file_space.get(), dims.data(), nullptr);
   std::vector<std::uint8_t> buffer(static_cast<std::size_t>(batch_images * bytes));
   std::vector<hsize_t> offset(dims.size(), 0), count = dims;
-  for (std::int64_t start = 0; start < n; start += batch_images) {
-    const std::int64_t k = std::min(batch_images, n - start);
+  for (std::int64_t done = 0; done < n;) {
+    const std::int64_t start = done % size;
+    const std::int64_t k = std::min({batch_images, size - start, n - done});
+    done += k;
     offset[0] = static_cast<hsize_t>(start);
     count[0] = static_cast<hsize_t>(k);
     checkHdf5(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, offset.data(), nullptr,

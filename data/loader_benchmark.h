@@ -19,11 +19,12 @@ namespace tessera::data {
 // wait_seconds.
 JsonObject benchmarkLoader(const LoaderOptions& options, std::int64_t batches);
 
-// Reads the first `max_images` images of `dataset` (0: all) front to back with plain H5Dread
-// calls of `batch_images` images into one reused buffer: the ceiling for any reader of the
-// file. Fields: bench, path, images, batch_images, seconds, images_per_s, mb_per_s.
+// Reads `images` images of `dataset` (0: one pass) front to back, starting over at the end of
+// the file, with plain H5Dread calls of `batch_images` images into one reused buffer: the
+// ceiling for any reader of the file. Fields: bench, path, images, batch_images, seconds,
+// images_per_s, mb_per_s.
 JsonObject benchmarkRawRead(const std::string& path, const std::string& dataset = "images",
-                            std::int64_t batch_images = 256, std::int64_t max_images = 0);
+                            std::int64_t batch_images = 256, std::int64_t images = 0);
 
 // Writes a dataset of `count` images of pseudo-random pixels (keyed by `seed`) with labels
 // i % 10, for benchmarks that need a file of a given size.

@@ -26,6 +26,10 @@ struct LoaderOptions {
   enum class Cache { kAuto, kMemory, kNone } cache = Cache::kAuto;
   double cache_max_bytes = 4e9;
   bool pin_memory = false;  // page-locked batches (CUDA builds only; ignored otherwise)
+  // kFloat: batches of CHW float images in [-1, 1]; kUint8: the stored NHWC bytes (flipped the
+  // same way), converted by modelInput() on the training device: a quarter of the bytes to
+  // build and to copy to a GPU, and bitwise the same values once converted.
+  enum class Output { kFloat, kUint8 } output = Output::kFloat;
 };
 
 }  // namespace tessera::data

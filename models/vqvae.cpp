@@ -1,5 +1,7 @@
 #include "models/vqvae.h"
 
+#include <cmath>
+
 #include <torch/torch.h>
 
 #include "models/upsample_conv.h"
@@ -52,6 +54,37 @@ VqVaeImpl::VqVaeImpl(const VqVaeOptions& o) : options_(o) {
     if (i != n - 1) dec->push_back(nn::ReLU());
   }
   decoder_ = register_module("decoder", dec);
+}
+
+double vqvaeTrainingFlopsPerImage(const VqVaeOptions& o, std::int64_t image_size) {
+  // Multiply-adds of a stride-1 "same" convolution, and of the stride-2 stages, at side s.
+  const auto conv = [](double cin, double cout, double k, double side) {
+    return cin * cout * k * k * side * side;
+  };
+  const double half = static_cast<double>(o.hidden / 2), hidden = static_cast<double>(o.hidden);
+  const double d = static_cast<double>(o.quantizer.code_dim);
+  double macs = 0;
+  double side = static_cast<double>(image_size);
+  for (std::int64_t i = 0; i < o.downsample; ++i) {  // Conv k4 s2: output side / 2
+    const double in = i == 0 ? static_cast<double>(o.in_channels) : half;
+    const double out = i == o.downsample - 1 ? hidden : half;
+    side = std::floor(side / 2);
+    macs += conv(in, out, 4, side);
+  }
+  const double latent = side;
+  const double res = static_cast<double>(o.res_blocks) *
+                     (conv(hidden, static_cast<double>(o.res_hidden), 3, latent) +
+                      conv(static_cast<double>(o.res_hidden), hidden, 1, latent));
+  macs += conv(hidden, hidden, 3, latent) + res + conv(hidden, d, 1, latent);  // encoder trunk
+  macs += conv(d, hidden, 3, latent) + res;                                    // decoder trunk
+  for (std::int64_t i = 0; i < o.downsample; ++i) {  // ConvTranspose k4 s2: 16 taps per input
+    const double in = i == 0 ? hidden : half;
+    const double out = i == o.downsample - 1 ? static_cast<double>(o.in_channels) : half;
+    macs += in * out * 16 * side * side;
+    side *= 2;
+  }
+  const double codebook = latent * latent * d * static_cast<double>(o.quantizer.codebook_size);
+  return 2 * 3 * macs + 2 * codebook;
 }
 
 at::Tensor VqVaeImpl::encode(const at::Tensor& images) {

@@ -61,4 +61,11 @@ class VqVaeImpl : public torch::nn::Module {
 };
 TORCH_MODULE(VqVae);
 
+// Model FLOPs of one training step per image of `image_size` x `image_size` (for throughput in
+// FLOP/s and model FLOPs utilisation): 2 x multiply-adds of every convolution's forward pass,
+// times 3 for forward and backward, plus the codebook distance matmul once (it has no backward).
+// Bias additions and activations are not counted; the sub-pixel upsampling counts as the
+// ConvTranspose2d(k4, s2, p1) it equals.
+double vqvaeTrainingFlopsPerImage(const VqVaeOptions& options, std::int64_t image_size);
+
 }  // namespace tessera::models

@@ -11,6 +11,8 @@
 
 #if TESSERA_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace tessera::trainer {
@@ -37,6 +39,19 @@ std::vector<std::string> cudaDeviceNames() {
   for (int i = 0; i < count; ++i) names.emplace_back(at::cuda::getDeviceProperties(i)->name);
 #endif
   return names;
+}
+
+std::int64_t deviceMemoryInUse(c10::Device device) {
+#if TESSERA_WITH_CUDA
+  if (device.is_cuda()) {
+    c10::cuda::CUDAGuard guard(device);
+    std::size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) {
+      return static_cast<std::int64_t>(total - free);
+    }
+  }
+#endif
+  return -1;
 }
 
 int intraOpThreads(int configured, const comm::World& world) {

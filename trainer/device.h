@@ -18,6 +18,10 @@ c10::Device selectDevice(DevicePreference preference, const comm::World& world);
 // Names of the visible CUDA devices (empty in a CPU build).
 std::vector<std::string> cudaDeviceNames();
 
+// Bytes of device memory in use on a CUDA device (cudaMemGetInfo: total - free, every process on
+// it); -1 for other devices and in CPU builds.
+std::int64_t deviceMemoryInUse(c10::Device device);
+
 // Threads for intra-op parallelism: `configured` if > 0, else cores / ranks on this node.
 int intraOpThreads(int configured, const comm::World& world);
 

@@ -70,6 +70,8 @@ class Task {
   // Numbers for logs/metrics beyond the losses (codebook health, ...), same on every rank.
   virtual void describe(JsonObject& line) const {}
   virtual std::vector<std::pair<std::string, double>> health() const { return {}; }
+  // Model FLOPs of one training step per image (0: unknown), for FLOP/s and MFU.
+  virtual double trainingFlopsPerImage() const { return 0; }
 
   // Communication statistics of the last step, one entry per gradient reducer.
   virtual std::vector<const comm::ReducerStats*> commStats() const = 0;

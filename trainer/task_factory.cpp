@@ -84,6 +84,8 @@ data::LoaderOptions loaderOptions(const TrainConfig& c, const comm::World& w, bo
   o.prefetch = c.data.prefetch;
   o.workers = c.data.workers;
   o.hflip = c.data.hflip;
+  o.output = c.data.format == LoaderFormat::kUint8 ? data::LoaderOptions::Output::kUint8
+                                                   : data::LoaderOptions::Output::kFloat;
   o.cache = c.data.cache == CacheMode::kMemory ? data::LoaderOptions::Cache::kMemory
             : c.data.cache == CacheMode::kNone ? data::LoaderOptions::Cache::kNone
                                                : data::LoaderOptions::Cache::kAuto;
@@ -103,6 +105,7 @@ std::unique_ptr<Task> makeTask(const TrainConfig& c, c10::Device device,
       o.hash_check_every = c.quantizer.hash_check_every;
       o.seed = static_cast<std::uint64_t>(c.run.seed);
       o.device = device;
+      o.image_size = c.model.image_size;
       return std::make_unique<VqVaeTask>(o, grads);
     }
   }

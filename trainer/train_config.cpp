@@ -44,6 +44,9 @@ void DataConfig::fields(FieldVisitor& v) {
   v.value("prefetch", prefetch, atLeast(1), "batches prepared ahead of the training thread");
   v.value("workers", workers, atLeast(1), "loader threads per rank");
   v.value("hflip", hflip, "random horizontal flips (keyed by seed, epoch and sample)");
+  v.choice("format", format, {{"float", LoaderFormat::kFloat}, {"uint8", LoaderFormat::kUint8}},
+           "what loader threads hand over: float CHW in [-1, 1], or the stored uint8 bytes, "
+           "converted on the training device (a quarter of the bytes; for GPUs)");
   v.choice("shuffle", shuffle, {{"full", ShuffleMode::kFull}, {"block", ShuffleMode::kBlock}},
            "full: a permutation per epoch; block: permute contiguous blocks (large files)");
   v.value("shuffle_block", shuffle_block, atLeast(1), "images per block for `shuffle: block`");
@@ -131,6 +134,9 @@ void MetricsConfig::fields(FieldVisitor& v) {
   v.value("port", port, between(0, 65535),
           "Prometheus port of local rank 0 (rank r serves port + local_rank; 0: off)");
   v.value("bind", bind, "address the metrics endpoint binds (0.0.0.0 for a cluster's Prometheus)");
+  v.value("peak_tflops", peak_tflops, atLeast(0),
+          "peak TFLOP/s of one device at the training precision, for model FLOPs utilisation "
+          "(0: MFU not reported)");
 }
 
 void LogConfig::fields(FieldVisitor& v) {

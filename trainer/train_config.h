@@ -17,6 +17,7 @@ enum class TaskKind { kVqVae };
 enum class DevicePreference { kAuto, kCpu, kCuda };
 enum class CacheMode { kAuto, kMemory, kNone };
 enum class ShuffleMode { kFull, kBlock };
+enum class LoaderFormat { kFloat, kUint8 };
 enum class OptimizerKind { kAdam, kAdamW };
 enum class LrSchedule { kConstant, kCosine };
 enum class Compression { kNone, kBf16, kFp16 };
@@ -46,6 +47,7 @@ struct DataConfig {
   int prefetch = 4;
   int workers = 1;
   bool hflip = false;
+  LoaderFormat format = LoaderFormat::kFloat;
   ShuffleMode shuffle = ShuffleMode::kFull;
   std::int64_t shuffle_block = 256;
   void fields(FieldVisitor& v);
@@ -120,6 +122,7 @@ struct GuardConfig {
 struct MetricsConfig {
   int port = 0;
   std::string bind = "127.0.0.1";
+  double peak_tflops = 0;  // one device's peak, for model FLOPs utilisation (0: not reported)
   void fields(FieldVisitor& v);
 };
 

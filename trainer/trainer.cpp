@@ -428,6 +428,21 @@ void TrainingRun::report() {
   metrics_.setLearningRate(last_lr_);
   metrics_.setGradNorm(last_grad_norm_);
   metrics_.setSamplesPerSecond(samples_per_s);
+  // Model FLOP/s per device and, with metrics.peak_tflops, model FLOPs utilisation.
+  const double flops_per_image = task_->trainingFlopsPerImage();
+  if (flops_per_image > 0) {
+    const double tflops = flops_per_image * samples_per_s / world_.size / 1e12;
+    line.add("model_tflops_per_device", tflops);
+    if (cfg_.metrics.peak_tflops > 0) {
+      line.add("mfu", tflops / cfg_.metrics.peak_tflops);
+      metrics_.modelFlopsUtilization(tflops / cfg_.metrics.peak_tflops);
+    }
+  }
+  const std::int64_t device_bytes = deviceMemoryInUse(device_);
+  if (device_bytes >= 0) {
+    line.add("device_memory_bytes", device_bytes);
+    metrics_.deviceMemory(static_cast<double>(device_bytes));
+  }
   if (health.count("codebook_usage")) {
     metrics_.codebook("model", health["codebook_usage"], health["perplexity"],
                       static_cast<std::int64_t>(health["dead_codes"]),
@@ -445,7 +460,8 @@ void TrainingRun::report() {
 
 void TrainingRun::writeImages() {
   if (!world_.isRoot() || !preview_.defined()) return;
-  const fs::path path = run_dir_ / "samples" / spdlog::fmt_lib::format("recon-step-{:08d}.png", step_);
+  const fs::path path =
+      run_dir_ / "samples" / spdlog::fmt_lib::format("recon-step-{:08d}.png", step_);
   task_->writeImages(preview_, path.string());
 }
 
@@ -454,9 +470,10 @@ bool TrainingRun::agreeStop() {
   at::Tensor t = torch::tensor({monitor_.requested() ? 1.0f : 0.0f, timed_out ? 1.0f : 0.0f});
   control_->allReduce({t}, comm::ReduceOp::kMax, {"allreduce", "stop agreement", step_, -1});
   if (t[0].item<float>() > 0) {
-    spdlog::warn("stop requested by a signal{}: saving step {} and exiting",
-                 monitor_.signal() ? spdlog::fmt_lib::format(" (signal {} here)", monitor_.signal()) : "",
-                 step_);
+    spdlog::warn(
+        "stop requested by a signal{}: saving step {} and exiting",
+        monitor_.signal() ? spdlog::fmt_lib::format(" (signal {} here)", monitor_.signal()) : "",
+        step_);
     return true;
   }
   if (t[1].item<float>() > 0) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "data/image_transform.h"
 #include "data/loader.h"
 #include "tests/data/data_test_support.h"
 
@@ -96,24 +97,37 @@ TEST_F(LoaderTest, BatchesHoldTheSampledImagesLabelsAndPositions) {
   EXPECT_EQ(expected_pos.epoch, 2);  // 30 steps of 12 per epoch
 }
 
-TEST_F(LoaderTest, SameBatchesWhateverTheWorkersCacheAndPrefetch) {
+// uint8 batches, once converted by modelInput(), are bitwise the float batches (flips included).
+TEST_F(LoaderTest, SameBatchesWhateverTheWorkersCachePrefetchAndFormat) {
   std::vector<std::vector<float>> reference;
+  using Cache = LoaderOptions::Cache;
+  using Output = LoaderOptions::Output;
   struct Setup {
     int workers, prefetch;
-    LoaderOptions::Cache cache;
+    Cache cache;
+    Output output;
   };
   for (const Setup& s :
-       {Setup{1, 1, LoaderOptions::Cache::kNone}, Setup{3, 5, LoaderOptions::Cache::kMemory},
-        Setup{2, 2, LoaderOptions::Cache::kNone}, Setup{4, 1, LoaderOptions::Cache::kAuto}}) {
+       {Setup{1, 1, Cache::kNone, Output::kFloat}, Setup{3, 5, Cache::kMemory, Output::kFloat},
+        Setup{2, 2, Cache::kNone, Output::kUint8}, Setup{4, 1, Cache::kAuto, Output::kFloat},
+        Setup{1, 3, Cache::kMemory, Output::kUint8}}) {
     LoaderOptions o = baseOptions(path());
     o.workers = s.workers;
     o.prefetch = s.prefetch;
     o.cache = s.cache;
+    o.output = s.output;
     o.hflip = true;
     Loader loader(o, DataPosition{});
-    EXPECT_EQ(loader.cached(), s.cache != LoaderOptions::Cache::kNone);
+    EXPECT_EQ(loader.cached(), s.cache != Cache::kNone);
     for (std::size_t k = 0; k < 26; ++k) {
-      const auto images = floatsOf(loader.next().images);
+      const Batch batch = loader.next();
+      const at::Tensor& raw = batch.images;
+      if (s.output == Output::kUint8) {
+        ASSERT_EQ(raw.scalar_type(), at::kByte);
+        ASSERT_EQ(raw.sizes().vec(),
+                  (std::vector<std::int64_t>{4, kShape.height, kShape.width, kShape.channels}));
+      }
+      const auto images = floatsOf(modelInput(raw, batch.flips));
       if (reference.size() <= k) {
         reference.push_back(images);
       } else {

@@ -126,6 +126,13 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
       .add("comm_seconds_per_step", comm_s / steps)
       .add("comm_hidden_fraction", comm_s > 0 ? 1 - exposed_s / comm_s : 0.0)
       .add("loss", last.losses.empty() ? 0.0 : last.losses[0].second);
+  // Model FLOP/s of one device (and MFU against metrics.peak_tflops when it is set).
+  const double flops_per_image = task->trainingFlopsPerImage();
+  if (flops_per_image > 0) {
+    const double tflops = flops_per_image * steps * c.data.batch_size / seconds / 1e12;
+    out.add("gflop_per_image", flops_per_image / 1e9).add("tflops_per_device", tflops);
+    if (c.metrics.peak_tflops > 0) out.add("mfu", tflops / c.metrics.peak_tflops);
+  }
   return out;
 }
 

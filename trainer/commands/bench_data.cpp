@@ -22,8 +22,9 @@ std::vector<JsonObject> benchData(const TrainConfig& c, const BenchArgs& args,
       args.steps > 0 ? args.steps
                      : std::max<std::int64_t>(1, size / (c.data.batch_size * w.size) - 1);
   JsonObject loader = data::benchmarkLoader(o, batches);
-  JsonObject raw = data::benchmarkRawRead(c.data.train, c.data.dataset, 256,
-                                          std::min(size, batches * c.data.batch_size));
+  // The same number of images, starting over at the end of the file like the loader's epochs.
+  JsonObject raw =
+      data::benchmarkRawRead(c.data.train, c.data.dataset, 256, batches * c.data.batch_size);
   return {loader, raw};
 }
 

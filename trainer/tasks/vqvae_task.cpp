@@ -7,6 +7,7 @@
 
 #include "core/keyed_rng.h"
 #include "data/image_grid.h"
+#include "data/image_transform.h"
 #include "data/loader.h"
 #include "trainer/evaluation.h"
 
@@ -38,7 +39,8 @@ StepResult VqVaeTask::step(const data::Batch& batch, const StepContext& ctx) {
   model_->train();
   stats_.setStep(ctx.step);
   updater_->zeroGrad();
-  const at::Tensor x = batch.images.to(options_.device, /*non_blocking=*/true);
+  const at::Tensor x =
+      data::modelInput(batch.images.to(options_.device, /*non_blocking=*/true), batch.flips);
   auto& vq = model_->quantizer();
   if (!vq->initialized()) {
     torch::NoGradGuard no_grad;
@@ -98,6 +100,10 @@ void VqVaeTask::restoreState(const std::map<std::string, at::Tensor>& tensors,
                              const std::map<std::string, std::int64_t>& ints) {
   updater_->restoreState(tensors, ints);
   if (auto it = ints.find("codebook/mismatches"); it != ints.end()) mismatches_ = it->second;
+}
+
+double VqVaeTask::trainingFlopsPerImage() const {
+  return models::vqvaeTrainingFlopsPerImage(options_.model, options_.image_size);
 }
 
 std::vector<std::pair<std::string, double>> VqVaeTask::health() const {

@@ -20,6 +20,7 @@ struct VqVaeTaskOptions {
   std::int64_t hash_check_every = 100;
   std::uint64_t seed = 0;
   c10::Device device = c10::Device(c10::kCPU);
+  std::int64_t image_size = 28;
 };
 
 class VqVaeTask final : public Task {
@@ -29,10 +30,12 @@ class VqVaeTask final : public Task {
   std::vector<std::pair<std::string, torch::nn::Module*>> modules() override;
   StepResult step(const data::Batch& batch, const StepContext& ctx) override;
   void afterStep(std::int64_t step) override;
-  void collectState(NamedTensors& tensors, std::map<std::string, std::int64_t>& ints) const override;
+  void collectState(NamedTensors& tensors,
+                    std::map<std::string, std::int64_t>& ints) const override;
   void restoreState(const std::map<std::string, at::Tensor>& tensors,
                     const std::map<std::string, std::int64_t>& ints) override;
   std::vector<std::pair<std::string, double>> health() const override;
+  double trainingFlopsPerImage() const override;
   std::vector<const comm::ReducerStats*> commStats() const override;
   void writeImages(const at::Tensor& images, const std::string& path) override;
   JsonObject evaluate(const data::ImageFile& file, models::StatsReducer& reducer,
@@ -50,6 +53,7 @@ class VqVaeTask final : public Task {
 };
 
 // Builds a VQ-VAE whose initial weights are a pure function of `seed` (identical on every rank).
-models::VqVae makeVqVae(const models::VqVaeOptions& options, std::uint64_t seed, c10::Device device);
+models::VqVae makeVqVae(const models::VqVaeOptions& options, std::uint64_t seed,
+                        c10::Device device);
 
 }  // namespace tessera::trainer

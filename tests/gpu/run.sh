@@ -115,6 +115,12 @@ step bench_train_cuda bash -c "$tessera bench train --config $cfg data.train= ru
   --steps 500 >>$bench"
 step bench_train_cuda_bs256 bash -c "$tessera bench train --config $cfg data.train= \
   run.device=cuda data.batch_size=256 --steps 300 >>$bench"
+if [ -f "$data/fmnist_train.h5" ]; then
+  for format in float uint8; do
+    step "bench_train_cuda_hdf5_$format" bash -c "$tessera bench train --config $cfg \
+      data.train=$data/fmnist_train.h5 run.device=cuda data.format=$format --steps 300 >>$bench"
+  done
+fi
 step bench_train_host_cpu bash -c "$tessera bench train --config $cfg data.train= run.device=cpu \
   --steps 40 >>$bench"
 step bench_train_cuda_np2_mpi bash -c "mpirun -np 2 --bind-to none $tessera bench train \

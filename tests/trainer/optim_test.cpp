@@ -43,9 +43,15 @@ void compareWithLibTorch(bool adamw, double weight_decay) {
   EXPECT_EQ(mine.steps(), 20);
 }
 
-TEST(Adam, MatchesLibTorchAdam) { compareWithLibTorch(false, 0.0); }
-TEST(Adam, MatchesLibTorchAdamWithL2) { compareWithLibTorch(false, 0.1); }
-TEST(Adam, MatchesLibTorchAdamW) { compareWithLibTorch(true, 0.1); }
+TEST(Adam, MatchesLibTorchAdam) {
+  compareWithLibTorch(false, 0.0);
+}
+TEST(Adam, MatchesLibTorchAdamWithL2) {
+  compareWithLibTorch(false, 0.1);
+}
+TEST(Adam, MatchesLibTorchAdamW) {
+  compareWithLibTorch(true, 0.1);
+}
 
 TEST(Adam, StateRoundTripsExactly) {
   at::Tensor a = torch::randn({4}).requires_grad_(true);

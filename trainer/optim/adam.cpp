@@ -61,8 +61,8 @@ void Adam::loadState(const std::vector<std::pair<std::string, at::Tensor>>& stat
     auto it = by_name.find(name);
     if (it == by_name.end()) throw InputError("optimizer state has no entry '" + name + "'");
     if (it->second.sizes() != mine.sizes()) {
-      throw InputError("optimizer state '" + name + "' has shape " +
-                       c10::str(it->second.sizes()) + ", expected " + c10::str(mine.sizes()));
+      throw InputError("optimizer state '" + name + "' has shape " + c10::str(it->second.sizes()) +
+                       ", expected " + c10::str(mine.sizes()));
     }
     at::Tensor target = mine;  // shares storage with exp_avg_/exp_avg_sq_
     target.copy_(it->second);

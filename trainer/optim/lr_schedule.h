@@ -12,7 +12,7 @@ struct LrScheduleOptions {
   double min = 0;
   std::int64_t warmup_steps = 0;  // linear from peak/warmup_steps to peak
   std::int64_t total_steps = 1;
-  bool cosine = false;            // else constant after warm-up
+  bool cosine = false;  // else constant after warm-up
 };
 
 // The learning rate for (0-based) `step`.

@@ -23,7 +23,8 @@ class WeightEma {
   std::int64_t updates() const { return updates_; }
   // "<decay>/<param name>" -> shadow tensor, for checkpoints and export.
   std::vector<std::pair<std::string, at::Tensor>> state() const;
-  void loadState(const std::vector<std::pair<std::string, at::Tensor>>& state, std::int64_t updates);
+  void loadState(const std::vector<std::pair<std::string, at::Tensor>>& state,
+                 std::int64_t updates);
   // Shadow parameters of one rate, in the order of the constructor's params.
   const std::vector<at::Tensor>& shadow(std::size_t rate) const { return shadows_.at(rate); }
 

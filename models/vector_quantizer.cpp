@@ -182,8 +182,8 @@ void VectorQuantizerImpl::update(StatsReducer& reducer, std::int64_t step) {
   if (pending_counts_.defined()) {
     packed = at::cat({pending_counts_, pending_sums_.reshape({-1})});
   } else {
-    packed = torch::zeros({k + k * dim_},
-                          embedding_.options());  // no forward this step: contribute nothing
+    // No forward this step: contribute nothing.
+    packed = torch::zeros({k + k * dim_}, embedding_.options());
   }
   reducer.sumInPlace(packed);
   const at::Tensor counts = packed.slice(0, 0, k);

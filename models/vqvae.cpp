@@ -57,7 +57,8 @@ VqVaeImpl::VqVaeImpl(const VqVaeOptions& o) : options_(o) {
 }
 
 double vqvaeTrainingFlopsPerImage(const VqVaeOptions& o, std::int64_t image_size) {
-  // Multiply-adds of a stride-1 "same" convolution, and of the stride-2 stages, at side s.
+  // Multiply-adds of a k x k convolution with `side` x `side` outputs, or of a transposed one
+  // with `side` x `side` inputs.
   const auto conv = [](double cin, double cout, double k, double side) {
     return cin * cout * k * k * side * side;
   };
@@ -77,10 +78,10 @@ double vqvaeTrainingFlopsPerImage(const VqVaeOptions& o, std::int64_t image_size
                       conv(static_cast<double>(o.res_hidden), hidden, 1, latent));
   macs += conv(hidden, hidden, 3, latent) + res + conv(hidden, d, 1, latent);  // encoder trunk
   macs += conv(d, hidden, 3, latent) + res;                                    // decoder trunk
-  for (std::int64_t i = 0; i < o.downsample; ++i) {  // ConvTranspose k4 s2: 16 taps per input
+  for (std::int64_t i = 0; i < o.downsample; ++i) {  // ConvTranspose k4 s2: input side doubles
     const double in = i == 0 ? hidden : half;
     const double out = i == o.downsample - 1 ? static_cast<double>(o.in_channels) : half;
-    macs += in * out * 16 * side * side;
+    macs += conv(in, out, 4, side);
     side *= 2;
   }
   const double codebook = latent * latent * d * static_cast<double>(o.quantizer.codebook_size);

@@ -2,11 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <vector>
 
 #include "core/error.h"
-#include "core/keyed_rng.h"
 #include "data/detail/hdf5.h"
 #include "data/image_file.h"
 #include "data/loader.h"
@@ -107,26 +105,6 @@ JsonObject benchmarkRawRead(const std::string& path, const std::string& dataset,
       .add("images_per_s", static_cast<double>(n) / seconds)
       .add("mb_per_s", static_cast<double>(n * bytes) / seconds / 1e6);
   return json;
-}
-
-void writeSyntheticImageFile(const std::string& path, std::int64_t count, ImageShape shape,
-                             std::uint64_t seed, const WriteOptions& options) {
-  DatasetWriter writer(path, count, shape, true, options);
-  const std::int64_t per_write = std::clamp<std::int64_t>((64 << 20) / shape.bytes(), 1, count);
-  std::vector<std::uint8_t> images(static_cast<std::size_t>(per_write * shape.bytes()));
-  std::vector<std::int64_t> labels(static_cast<std::size_t>(per_write));
-  KeyedStream stream(rngKey(seed, RngPurpose::kTest, 0x5d47));
-  for (std::int64_t start = 0; start < count; start += per_write) {
-    const std::int64_t k = std::min(per_write, count - start);
-    const std::size_t n_bytes = static_cast<std::size_t>(k * shape.bytes());
-    for (std::size_t i = 0; i < n_bytes; i += 8) {
-      const std::uint64_t v = stream.next();
-      std::memcpy(images.data() + i, &v, std::min<std::size_t>(8, n_bytes - i));
-    }
-    for (std::int64_t i = 0; i < k; ++i) labels[static_cast<std::size_t>(i)] = (start + i) % 10;
-    writer.append(images.data(), labels.data(), k);
-  }
-  writer.commit();
 }
 
 }  // namespace tessera::data

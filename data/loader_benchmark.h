@@ -6,7 +6,6 @@
 #include <string>
 
 #include "core/json.h"
-#include "data/dataset_writer.h"
 #include "data/image_shape.h"
 #include "data/loader_options.h"
 
@@ -25,10 +24,5 @@ JsonObject benchmarkLoader(const LoaderOptions& options, std::int64_t batches);
 // images_per_s, mb_per_s.
 JsonObject benchmarkRawRead(const std::string& path, const std::string& dataset = "images",
                             std::int64_t batch_images = 256, std::int64_t images = 0);
-
-// Writes a dataset of `count` images of pseudo-random pixels (keyed by `seed`) with labels
-// i % 10, for benchmarks that need a file of a given size.
-void writeSyntheticImageFile(const std::string& path, std::int64_t count, ImageShape shape,
-                             std::uint64_t seed, const WriteOptions& options = {});
 
 }  // namespace tessera::data

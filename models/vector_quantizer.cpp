@@ -78,7 +78,9 @@ QuantizerOutput VectorQuantizerImpl::forward(const at::Tensor& z_e) {
   const at::Tensor codes = nearest(flat);
   const at::Tensor q = embedding_.index_select(0, codes);
   // Straight-through: the decoder sees q, the encoder receives the decoder's gradient unchanged.
-  const at::Tensor q_st = flat + (q - flat).detach();
+  // Written as q + (flat - sg(flat)), whose value is q to the bit (flat + sg(q - flat) rounds),
+  // so decoding the codes reproduces the forward pass exactly.
+  const at::Tensor q_st = q + (flat - flat.detach());
   const at::Tensor commitment = options_.beta * (flat - q).pow(2).mean();
 
   if (is_training()) {

@@ -1,6 +1,11 @@
 #include "data/image_file.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <system_error>
@@ -26,7 +31,21 @@ struct ImageFile::Impl {
   Handle file;
   Handle images;
   Handle labels;
-  // Serialises reads: the hyperslab selections are per call, but an HDF5 build without
+  // Direct reads (README "Dataset format"): when the images are stored unfiltered, either
+  // contiguously or in chunks of whole images, readRange() reads them by file offset with
+  // pread(2) on its own descriptor: no HDF5 call, so no lock, and workers read in parallel.
+  // extents[e] is the file offset of images [e * extent_images, (e + 1) * extent_images).
+  int fd = -1;
+  std::int64_t extent_images = 0;
+  std::vector<std::uint64_t> extents;
+  ~Impl() {
+    if (fd >= 0) ::close(fd);
+  }
+  void readDirect(std::int64_t start, std::int64_t count, std::uint8_t* out) const;
+  void readHdf5(std::int64_t start, std::int64_t count, std::uint8_t* out) const;
+  // The first and the last image read both ways: a layout this code misreads is never used.
+  bool directReadsAgree() const;
+  // Serialises HDF5 reads: the hyperslab selections are per call, but an HDF5 build without
   // --enable-threadsafe must never be entered by two threads at once.
   mutable std::mutex mutex;
 };
@@ -139,6 +158,82 @@ Handle openFile(const std::string& path) {
   return Handle(id, H5Fclose);
 }
 
+// Where the image bytes lie in the file, for direct reads: one offset per chunk (or one for a
+// contiguous dataset), or nothing when the layout does not allow it (filters, chunks that cut
+// images, space not yet allocated, a user block, an HDF5 older than 1.10.5).
+std::vector<std::uint64_t> locateImages(hid_t file, hid_t dataset, std::int64_t n,
+                                        std::int64_t image_bytes, std::int64_t* extent_images) {
+#if H5_VERSION_GE(1, 10, 5)
+  Handle fcpl(H5Fget_create_plist(file), H5Pclose);
+  hsize_t userblock = 0;
+  if (!fcpl || H5Pget_userblock(fcpl.get(), &userblock) < 0 || userblock != 0) return {};
+  Handle dcpl(H5Dget_create_plist(dataset), H5Pclose);
+  if (!dcpl || H5Pget_nfilters(dcpl.get()) != 0) return {};
+  const std::vector<hsize_t> dims = dimsOf(dataset);
+  switch (H5Pget_layout(dcpl.get())) {
+    case H5D_CONTIGUOUS: {
+      const haddr_t addr = H5Dget_offset(dataset);
+      if (addr == HADDR_UNDEF) return {};
+      *extent_images = n;
+      return {static_cast<std::uint64_t>(addr)};
+    }
+    case H5D_CHUNKED: {
+      std::vector<hsize_t> chunk(dims.size());
+      if (H5Pget_chunk(dcpl.get(), static_cast<int>(dims.size()), chunk.data()) < 0) return {};
+      for (std::size_t d = 1; d < dims.size(); ++d) {
+        if (chunk[d] != dims[d]) return {};  // a chunk holds parts of images
+      }
+      const auto per_chunk = static_cast<std::int64_t>(chunk[0]);
+      const std::int64_t chunks = (n + per_chunk - 1) / per_chunk;
+      std::vector<std::uint64_t> extents;
+      extents.reserve(static_cast<std::size_t>(chunks));
+      std::vector<hsize_t> coord(dims.size(), 0);
+      for (std::int64_t c = 0; c < chunks; ++c) {
+        coord[0] = static_cast<hsize_t>(c * per_chunk);
+        unsigned filter_mask = 0;
+        haddr_t addr = HADDR_UNDEF;
+        hsize_t size = 0;
+        if (H5Dget_chunk_info_by_coord(dataset, coord.data(), &filter_mask, &addr, &size) < 0 ||
+            addr == HADDR_UNDEF || size != static_cast<hsize_t>(per_chunk * image_bytes)) {
+          H5Eclear2(H5E_DEFAULT);
+          return {};
+        }
+        extents.push_back(static_cast<std::uint64_t>(addr));
+      }
+      *extent_images = per_chunk;
+      return extents;
+    }
+    default:
+      return {};
+  }
+#else
+  (void)file, (void)dataset, (void)n, (void)image_bytes, (void)extent_images;
+  return {};
+#endif
+}
+
+// Reads exactly `size` bytes at `offset`, or throws naming the file (a file shorter than HDF5
+// recorded ends the read early).
+void preadFully(int fd, std::uint8_t* out, std::uint64_t size, std::uint64_t offset,
+                const std::string& path) {
+  while (size > 0) {
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(size, 1u << 30));
+    const ssize_t got = ::pread(fd, out, want, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      throw Error("reading data file '" + path + "' at byte " + std::to_string(offset) + ": " +
+                  std::strerror(errno));
+    }
+    if (got == 0) {
+      throw Error("data file '" + path + "' ends before byte " + std::to_string(offset + size) +
+                  " (truncated while open?)");
+    }
+    out += got;
+    offset += static_cast<std::uint64_t>(got);
+    size -= static_cast<std::uint64_t>(got);
+  }
+}
+
 }  // namespace
 
 ImageFile::ImageFile(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -232,6 +327,13 @@ ImageFile ImageFile::open(const std::string& path, const std::string& dataset,
   impl->images = Handle(H5Dopen2(file, dataset.c_str(), dapl.get()), H5Dclose);
   checkHdf5(impl->images.get(), "cannot open " + at);
 
+  impl->extents =
+      locateImages(file, impl->images.get(), impl->size, impl->shape.bytes(), &impl->extent_images);
+  if (!impl->extents.empty()) {
+    impl->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (impl->fd < 0 || !impl->directReadsAgree()) impl->extents.clear();
+  }
+
   const std::string labels = siblingPath(dataset, "labels");
   if (labels != dataset && linkExists(file, labels)) {
     const std::string lat = where(path, labels);
@@ -294,14 +396,65 @@ void checkRange(const ImageFile& f, std::int64_t start, std::int64_t count, cons
 
 }  // namespace
 
+void ImageFile::Impl::readHdf5(std::int64_t start, std::int64_t count, std::uint8_t* out) const {
+  std::lock_guard<std::mutex> lock(mutex);
+  detail::quietErrors();
+  readSlab(images.get(), start, count, H5T_NATIVE_UINT8, out,
+           "reading images [" + std::to_string(start) + ", " + std::to_string(start + count) +
+               ") of " + where(path, dataset));
+}
+
+// Coalesces the extents that follow each other in the file into one pread.
+void ImageFile::Impl::readDirect(std::int64_t start, std::int64_t count, std::uint8_t* out) const {
+  const auto bytes = static_cast<std::uint64_t>(shape.bytes());
+  std::uint64_t run_offset = 0, run_size = 0;
+  while (count > 0) {
+    const std::int64_t e = start / extent_images;
+    const std::int64_t within = start - e * extent_images;
+    const std::int64_t k = std::min(count, extent_images - within);
+    const std::uint64_t offset =
+        extents[static_cast<std::size_t>(e)] + static_cast<std::uint64_t>(within) * bytes;
+    const std::uint64_t size = static_cast<std::uint64_t>(k) * bytes;
+    if (run_size > 0 && run_offset + run_size != offset) {
+      preadFully(fd, out, run_size, run_offset, path);
+      out += run_size;
+      run_size = 0;
+    }
+    if (run_size == 0) run_offset = offset;
+    run_size += size;
+    start += k;
+    count -= k;
+  }
+  if (run_size > 0) preadFully(fd, out, run_size, run_offset, path);
+}
+
+bool ImageFile::Impl::directReadsAgree() const {
+  const auto bytes = static_cast<std::size_t>(shape.bytes());
+  std::vector<std::uint8_t> direct(bytes), hdf5(bytes);
+  for (const std::int64_t i : {std::int64_t{0}, size - 1}) {
+    try {
+      readDirect(i, 1, direct.data());
+      readHdf5(i, 1, hdf5.data());
+    } catch (const Error&) {
+      return false;
+    }
+    if (direct != hdf5) return false;
+  }
+  return true;
+}
+
 void ImageFile::readRange(std::int64_t start, std::int64_t count, std::uint8_t* out) const {
   checkRange(*this, start, count, "images");
   if (count == 0) return;
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  detail::quietErrors();
-  readSlab(impl_->images.get(), start, count, H5T_NATIVE_UINT8, out,
-           "reading images [" + std::to_string(start) + ", " + std::to_string(start + count) +
-               ") of " + where(impl_->path, impl_->dataset));
+  if (directReads()) {
+    impl_->readDirect(start, count, out);
+  } else {
+    impl_->readHdf5(start, count, out);
+  }
+}
+
+bool ImageFile::directReads() const {
+  return !impl_->extents.empty();
 }
 
 void ImageFile::readLabels(std::int64_t start, std::int64_t count, std::int64_t* out) const {

@@ -35,9 +35,14 @@ class ImageFile {
   std::int64_t chunkImages() const;
   bool compressed() const;
 
-  // Images [start, start + count) into `out` (count * H * W * C bytes, HWC), as one hyperslab
-  // read. Safe to call from several threads (reads are serialised). Throws Error naming the
-  // file on an out-of-range request or a failed read.
+  // Whether readRange() reads by file offset (pread), in parallel from any number of threads:
+  // true for images stored unfiltered, contiguously or in chunks of whole images (what
+  // `tessera convert` writes without --compression), with HDF5 >= 1.10.5. Otherwise reads go
+  // through HDF5 as hyperslabs, one thread at a time.
+  bool directReads() const;
+
+  // Images [start, start + count) into `out` (count * H * W * C bytes, HWC). Safe to call from
+  // several threads. Throws Error naming the file on an out-of-range request or a failed read.
   void readRange(std::int64_t start, std::int64_t count, std::uint8_t* out) const;
   // Labels [start, start + count) into `out`. Requires hasLabels().
   void readLabels(std::int64_t start, std::int64_t count, std::int64_t* out) const;

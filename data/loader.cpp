@@ -376,6 +376,9 @@ ImageShape Loader::shape() const {
 bool Loader::hasLabels() const {
   return !state_->labels.empty();
 }
+bool Loader::directReads() const {
+  return state_->file.directReads();
+}
 bool Loader::cached() const {
   return static_cast<bool>(state_->memory);
 }

@@ -37,6 +37,8 @@ class Loader {
   std::int64_t datasetSize() const;
   ImageShape shape() const;
   bool hasLabels() const;
+  // Whether uncached batches are read by file offset, in parallel (ImageFile::directReads).
+  bool directReads() const;
   bool cached() const;  // images are served from memory
   const ShardedSampler& sampler() const;
   const LoaderOptions& options() const;

@@ -44,6 +44,7 @@ JsonObject benchmarkLoader(const LoaderOptions& options, std::int64_t batches) {
                                             : std::string("full"))
       .add("hflip", options.hflip)
       .add("cached", loader.cached())
+      .add("reads", loader.directReads() ? "pread" : "hdf5")
       .add("open_seconds", open_seconds)
       .add("batches", batches)
       .add("images", static_cast<std::int64_t>(images))

@@ -7,7 +7,8 @@
 namespace tessera::data::testing {
 
 void writeRawDataset(const std::string& path, const std::string& name,
-                     const std::vector<std::uint64_t>& dims, RawType type) {
+                     const std::vector<std::uint64_t>& dims, RawType type,
+                     const std::vector<std::uint64_t>& chunk) {
   using detail::checkHdf5;
   using detail::Handle;
   detail::quietErrors();
@@ -36,15 +37,28 @@ void writeRawDataset(const std::string& path, const std::string& name,
       file_type = H5T_STD_I32LE, mem_type = H5T_NATIVE_INT32, elem = 4;
       break;
   }
-  Handle ds(H5Dcreate2(file.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT,
+  Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  if (!chunk.empty()) {
+    std::vector<hsize_t> hchunk(chunk.begin(), chunk.end());
+    checkHdf5(H5Pset_chunk(dcpl.get(), static_cast<int>(hchunk.size()), hchunk.data()),
+              "H5Pset_chunk", false);
+  }
+  Handle ds(H5Dcreate2(file.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, dcpl.get(),
                        H5P_DEFAULT),
             H5Dclose);
   checkHdf5(ds.get(), "H5Dcreate2 " + name, false);
   std::size_t count = 1;
   for (auto d : dims) count *= d;
   if (count > 0) {
-    std::vector<std::uint8_t> zeros(count * elem, 0);
-    checkHdf5(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros.data()),
+    std::vector<std::uint8_t> values(count * elem, 0);
+    if (type == RawType::kUint8) {
+      const std::size_t per_row = count / dims[0];
+      for (std::size_t k = 0; k < count; ++k) {
+        values[k] =
+            pixelOf(static_cast<std::int64_t>(k / per_row), static_cast<std::int64_t>(k % per_row));
+      }
+    }
+    checkHdf5(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()),
               "H5Dwrite " + name, false);
   }
 }

@@ -64,9 +64,11 @@ inline void writeDataset(const std::string& path, std::int64_t n, const ImageSha
 
 enum class RawType { kUint8, kFloat32, kInt16, kInt32 };
 
-// An HDF5 file holding one dataset `name` of `dims` filled with zeros of `type` (an existing
-// file gets the dataset added).
+// An HDF5 file holding one dataset `name` of `dims` and `type` (an existing file gets the
+// dataset added), contiguous or in chunks of `chunk`. uint8 datasets hold pixelOf() values (row
+// i of dims[0] is image i of makeImages()); the other types hold zeros.
 void writeRawDataset(const std::string& path, const std::string& name,
-                     const std::vector<std::uint64_t>& dims, RawType type);
+                     const std::vector<std::uint64_t>& dims, RawType type,
+                     const std::vector<std::uint64_t>& chunk = {});
 
 }  // namespace tessera::data::testing

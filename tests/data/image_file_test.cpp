@@ -2,8 +2,10 @@
 // one clear InputError for each kind of bad file.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 #include <iterator>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -74,6 +76,7 @@ TEST(ImageFile, CompressedFilesReadTheSame) {
   writeDataset(dir.file("z.h5"), 50, shape, WriteOptions{16, 6, false});
   const ImageFile f = ImageFile::open(dir.file("z.h5"));
   EXPECT_TRUE(f.compressed());
+  EXPECT_FALSE(f.directReads());  // compressed chunks are decoded by HDF5
   std::vector<std::uint8_t> got(static_cast<std::size_t>(50 * shape.bytes()));
   f.readRange(0, 50, got.data());
   EXPECT_EQ(got, testing::makeImages(50, shape));
@@ -86,6 +89,68 @@ TEST(ImageFile, ThreeDimensionalDatasetsAreOneChannel) {
   EXPECT_EQ(f.shape(), (ImageShape{6, 5, 1}));
   EXPECT_FALSE(f.hasLabels());
   EXPECT_EQ(f.chunkImages(), 0);
+}
+
+// Images [start, start + count) of `f`, read with readRange().
+std::vector<std::uint8_t> readImages(const ImageFile& f, std::int64_t start, std::int64_t count) {
+  std::vector<std::uint8_t> got(static_cast<std::size_t>(count * f.shape().bytes()));
+  f.readRange(start, count, got.data());
+  return got;
+}
+
+std::vector<std::uint8_t> expectedImages(const ImageShape& shape, std::int64_t start,
+                                         std::int64_t count) {
+  const auto all = testing::makeImages(start + count, shape);
+  return std::vector<std::uint8_t>(all.begin() + start * shape.bytes(), all.end());
+}
+
+// Every layout reads the same bytes, whether by file offset (uncompressed chunks of whole
+// images, contiguous datasets) or through HDF5 (chunks that cut images).
+TEST(ImageFile, EveryLayoutReadsTheSameBytes) {
+  ScratchDir dir;
+  const ImageShape shape{6, 5, 3};
+  struct Layout {
+    std::string name;
+    std::vector<std::uint64_t> chunk;
+    bool direct;
+  };
+  const std::vector<Layout> layouts = {{"chunked.h5", {7, 6, 5, 3}, true},
+                                       {"contiguous.h5", {}, true},
+                                       {"cut_images.h5", {4, 3, 5, 3}, false},
+                                       {"one_per_chunk.h5", {1, 6, 5, 3}, true}};
+  for (const Layout& layout : layouts) {
+    SCOPED_TRACE(layout.name);
+    const std::string path = dir.file(layout.name);
+    writeRawDataset(path, "images", {40, 6, 5, 3}, RawType::kUint8, layout.chunk);
+    const ImageFile f = ImageFile::open(path);
+    EXPECT_EQ(f.directReads(), layout.direct);
+    EXPECT_EQ(readImages(f, 0, 40), expectedImages(shape, 0, 40));
+    EXPECT_EQ(readImages(f, 5, 9), expectedImages(shape, 5, 9));    // across chunk boundaries
+    EXPECT_EQ(readImages(f, 35, 5), expectedImages(shape, 35, 5));  // the last, partial chunk
+    EXPECT_EQ(readImages(f, 13, 1), expectedImages(shape, 13, 1));
+  }
+}
+
+TEST(ImageFile, ConcurrentReadsAreCorrect) {
+  ScratchDir dir;
+  const ImageShape shape{16, 16, 3};
+  const std::string path = dir.file("a.h5");
+  writeDataset(path, 300, shape, WriteOptions{32, 0, false});
+  const ImageFile f = ImageFile::open(path);
+  ASSERT_TRUE(f.directReads());
+  const auto all = testing::makeImages(300, shape);
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (std::int64_t start = t; start + 17 <= 300; start += 13) {
+        const auto got = readImages(f, start, 17);
+        if (!std::equal(got.begin(), got.end(), all.begin() + start * shape.bytes())) ++mismatches;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST(DatasetWriter, SameInputGivesTheSameBytes) {
@@ -150,6 +215,24 @@ TEST(ImageFileErrors, TruncatedFile) {
   const std::string msg = openError(path);
   EXPECT_CONTAINS(msg, "cut.h5");
   EXPECT_CONTAINS(msg, "truncated");
+}
+
+// A file cut short after it was opened (and checked) fails the read with the file's name.
+TEST(ImageFileErrors, FileTruncatedWhileOpen) {
+  ScratchDir dir;
+  const std::string path = dir.file("shrinking.h5");
+  writeDataset(path, 200, ImageShape{8, 8, 1}, WriteOptions{16, 0, false});
+  const ImageFile f = ImageFile::open(path);
+  ASSERT_TRUE(f.directReads());
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  std::vector<std::uint8_t> got(static_cast<std::size_t>(200 * f.shape().bytes()));
+  try {
+    f.readRange(0, 200, got.data());
+    ADD_FAILURE() << "read past the end of a truncated file";
+  } catch (const Error& e) {
+    EXPECT_CONTAINS(e.what(), "shrinking.h5");
+    EXPECT_CONTAINS(e.what(), "truncated");
+  }
 }
 
 TEST(ImageFileErrors, MissingDatasetListsWhatIsThere) {

@@ -44,9 +44,9 @@ void DataConfig::fields(FieldVisitor& v) {
   v.value("prefetch", prefetch, atLeast(1), "batches prepared ahead of the training thread");
   v.value("workers", workers, atLeast(1), "loader threads per rank");
   v.value("hflip", hflip, "random horizontal flips (keyed by seed, epoch and sample)");
-  v.choice("format", format, {{"float", LoaderFormat::kFloat}, {"uint8", LoaderFormat::kUint8}},
-           "what loader threads hand over: float CHW in [-1, 1], or the stored uint8 bytes, "
-           "converted on the training device (a quarter of the bytes; for GPUs)");
+  v.choice("format", format, {{"uint8", LoaderFormat::kUint8}, {"float", LoaderFormat::kFloat}},
+           "what loader threads hand over: the stored uint8 bytes, converted to [-1, 1] on the "
+           "training device (a quarter of the bytes to build and copy), or float CHW in [-1, 1]");
   v.choice("shuffle", shuffle, {{"full", ShuffleMode::kFull}, {"block", ShuffleMode::kBlock}},
            "full: a permutation per epoch; block: permute contiguous blocks (large files)");
   v.value("shuffle_block", shuffle_block, atLeast(1), "images per block for `shuffle: block`");

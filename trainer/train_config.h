@@ -45,9 +45,9 @@ struct DataConfig {
   CacheMode cache = CacheMode::kAuto;
   double cache_max_gb = 4.0;
   int prefetch = 4;
-  int workers = 1;
+  int workers = 2;
   bool hflip = false;
-  LoaderFormat format = LoaderFormat::kFloat;
+  LoaderFormat format = LoaderFormat::kUint8;
   ShuffleMode shuffle = ShuffleMode::kFull;
   std::int64_t shuffle_block = 256;
   void fields(FieldVisitor& v);

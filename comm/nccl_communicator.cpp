@@ -230,12 +230,19 @@ std::string labelText(const char* op, const OpLabel& label) {
   return std::string(op) + (label.what.empty() ? "" : " " + label.what);
 }
 
-// Runs `enqueue` (NCCL calls on state.stream inside one group) ordered after the caller's current
-// stream, and records the work's completion event after it.
-void launch(State& s, NcclWork& work, const std::vector<at::Tensor>& tensors, const OpLabel& label,
-            std::int64_t bytes, const std::function<void()>& enqueue,
-            const std::function<void()>& after = nullptr) {
-  const std::string what = describeOp(label, bytes);
+// Starts one collective: under the communicator's lock, refuses if the communicator is
+// unusable (`what` names the call), then runs `enqueue` (NCCL calls on state.stream inside one
+// group) ordered after the caller's current stream, runs `after` on state.stream, and records
+// the returned work's completion event.
+std::shared_ptr<NcclWork> submit(const std::shared_ptr<State>& state, const std::string& what,
+                                 const std::vector<at::Tensor>& tensors, const OpLabel& label,
+                                 std::int64_t bytes, const std::function<void()>& enqueue,
+                                 const std::function<void()>& after = nullptr) {
+  State& s = *state;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.checkUsable(what);
+  auto work = std::make_shared<NcclWork>(state, label, bytes);
+  const std::string op = describeOp(label, bytes);
   c10::cuda::CUDAGuard guard(s.device);
   at::cuda::CUDAEvent ready;
   ready.record(c10::cuda::getCurrentCUDAStream(s.device.index()));
@@ -245,10 +252,10 @@ void launch(State& s, NcclWork& work, const std::vector<at::Tensor>& tensors, co
   enqueue();
   const ncclResult_t rc = ncclGroupEnd();
   if (rc != ncclSuccess && rc != ncclInProgress) {
-    s.abort(what + ": ncclGroupEnd failed");
+    s.abort(op + ": ncclGroupEnd failed");
     TESSERA_CHECK_NCCL(rc);
   }
-  if (rc == ncclInProgress) s.settle(what, label, bytes, started);
+  if (rc == ncclInProgress) s.settle(op, label, bytes, started);
   if (after) {
     c10::cuda::CUDAStreamGuard stream_guard(s.stream);
     after();
@@ -256,9 +263,10 @@ void launch(State& s, NcclWork& work, const std::vector<at::Tensor>& tensors, co
   for (const auto& t : tensors) {
     // The caching allocator must not hand this memory to another stream before NCCL is done.
     c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), s.stream);
-    work.keep(t);
+    work->keep(t);
   }
-  work.end().record(s.stream);
+  work->end().record(s.stream);
+  return work;
 }
 
 }  // namespace
@@ -314,14 +322,10 @@ std::shared_ptr<Work> NcclCommunicator::allReduceAsync(std::vector<at::Tensor> t
   State& s = *state_;
   if (label.op.empty()) label.op = "allreduce";
   const std::string what = labelText("allreduce", label);
-  std::lock_guard<std::mutex> lock(s.mutex);
-  s.checkUsable(what);
   detail::checkCollectiveTensors(tensors, s.device, what);
-  const std::int64_t bytes = detail::totalBytes(tensors);
-  auto work = std::make_shared<NcclWork>(state_, label, bytes);
   std::vector<at::Tensor> integer_average;
-  launch(
-      s, *work, tensors, label, bytes,
+  return submit(
+      state_, what, tensors, label, detail::totalBytes(tensors),
       [&] {
         for (const auto& t : tensors) {
           if (t.numel() == 0) continue;
@@ -340,7 +344,6 @@ std::shared_ptr<Work> NcclCommunicator::allReduceAsync(std::vector<at::Tensor> t
       [&] {
         for (auto& t : integer_average) t.div_(s.size, "trunc");
       });
-  return work;
 }
 
 std::shared_ptr<Work> NcclCommunicator::broadcastAsync(std::vector<at::Tensor> tensors, int root,
@@ -348,23 +351,18 @@ std::shared_ptr<Work> NcclCommunicator::broadcastAsync(std::vector<at::Tensor> t
   State& s = *state_;
   if (label.op.empty()) label.op = "broadcast";
   const std::string what = labelText("broadcast", label);
-  std::lock_guard<std::mutex> lock(s.mutex);
-  s.checkUsable(what);
   detail::checkCollectiveTensors(tensors, s.device, what);
   if (root < 0 || root >= s.size) {
     throw Error(what + ": root " + std::to_string(root) + " is not a rank of a world of " +
                 std::to_string(s.size));
   }
-  const std::int64_t bytes = detail::totalBytes(tensors);
-  auto work = std::make_shared<NcclWork>(state_, label, bytes);
-  launch(s, *work, tensors, label, bytes, [&] {
+  return submit(state_, what, tensors, label, detail::totalBytes(tensors), [&] {
     for (const auto& t : tensors) {
       if (t.numel() == 0) continue;
       TESSERA_CHECK_NCCL(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.nbytes()),
                                        ncclUint8, root, s.comm, s.stream.stream()));
     }
   });
-  return work;
 }
 
 at::Tensor NcclCommunicator::allGather(const at::Tensor& tensor, OpLabel label) {
@@ -388,17 +386,10 @@ at::Tensor NcclCommunicator::allGather(const at::Tensor& tensor, OpLabel label) 
   {
     OpLabel l = label;
     l.op = "allgather(sizes)";
-    std::shared_ptr<NcclWork> work;
-    {
-      std::lock_guard<std::mutex> lock(s.mutex);
-      s.checkUsable(what);
-      work = std::make_shared<NcclWork>(state_, l, 16);
-      launch(s, *work, {meta_dev, all_meta}, l, 16, [&] {
-        TESSERA_CHECK_NCCL(ncclAllGather(meta_dev.data_ptr(), all_meta.data_ptr(), 2, ncclInt64,
-                                         s.comm, s.stream.stream()));
-      });
-    }
-    work->wait();
+    submit(state_, what, {meta_dev, all_meta}, l, 16, [&] {
+      TESSERA_CHECK_NCCL(ncclAllGather(meta_dev.data_ptr(), all_meta.data_ptr(), 2, ncclInt64,
+                                       s.comm, s.stream.stream()));
+    })->wait();
   }
   const at::Tensor m = all_meta.cpu();
   const std::int64_t* mp = m.data_ptr<std::int64_t>();
@@ -431,21 +422,12 @@ at::Tensor NcclCommunicator::allGather(const at::Tensor& tensor, OpLabel label) 
   at::Tensor padded = src.new_zeros(padded_shape);
   if (src.size(0) > 0) padded.narrow(0, 0, src.size(0)).copy_(src);
   at::Tensor gathered = src.new_empty(gathered_shape);
-  {
-    const std::int64_t bytes = padded.nbytes();
-    std::shared_ptr<NcclWork> work;
-    {
-      std::lock_guard<std::mutex> lock(s.mutex);
-      s.checkUsable(what);
-      work = std::make_shared<NcclWork>(state_, label, bytes * s.size);
-      launch(s, *work, {padded, gathered}, label, bytes * s.size, [&] {
-        TESSERA_CHECK_NCCL(ncclAllGather(padded.data_ptr(), gathered.data_ptr(),
-                                         static_cast<size_t>(bytes), ncclUint8, s.comm,
-                                         s.stream.stream()));
-      });
-    }
-    work->wait();
-  }
+  const std::int64_t bytes = padded.nbytes();
+  submit(state_, what, {padded, gathered}, label, bytes * s.size, [&] {
+    TESSERA_CHECK_NCCL(ncclAllGather(padded.data_ptr(), gathered.data_ptr(),
+                                     static_cast<size_t>(bytes), ncclUint8, s.comm,
+                                     s.stream.stream()));
+  })->wait();
   std::int64_t row = 0;
   for (int r = 0; r < s.size; ++r) {
     const std::int64_t n = mp[2 * r];

@@ -99,11 +99,8 @@ if [ -f "$data/fmnist_train.h5" ]; then
   step train_cuda_1rank "$tessera" train "${common[@]}" --run-dir "$build/run1" --no-resume
   [ -f "$build/run1"/eval.json ] && note "  eval: $(cat "$build/run1/eval.json")"
   grep -E "steps/s" "$log" | tail -1 >>"$summary"
-  step train_cuda_2ranks_shared_gpu mpirun -np 2 --bind-to none "$tessera" train "${common[@]}" \
-    --run-dir "$build/run2" --no-resume run.steps=200 checkpoint.every=100 run.log_every=50
-  step resume_cuda_2ranks mpirun -np 2 --bind-to none "$tessera" train "${common[@]}" \
-    --run-dir "$build/run2" run.steps=300 checkpoint.every=100 run.log_every=50
-  step resumed_from_step_200 grep -qE "resuming from .*step-0*200\.h5" "$log"
+  grep -o '"device_memory_bytes": *[0-9.e+]*' "$build/run1/metrics.jsonl" | tail -1 |
+    sed 's/^/  metrics.jsonl /' >>"$summary"
 else
   note "SKIP training: no $data/fmnist_train.h5"
 fi
@@ -126,6 +123,53 @@ step bench_train_host_cpu bash -c "$tessera bench train --config $cfg data.train
 step bench_train_cuda_np2_mpi bash -c "mpirun -np 2 --bind-to none $tessera bench train \
   --config $cfg data.train= run.device=cuda --steps 200 >>$bench"
 sed 's/^/  /' "$bench" >>"$summary"
+
+# ---- the data loader vs a raw sequential H5Dread (issue 4), on this machine's cores ----
+data_bench() {  # data_bench NAME FILE OVERRIDES...
+  local name=$1 file=$2
+  shift 2
+  step "bench_data_$name" bash -c "$tessera bench data --config $cfg data.train=$file $* \
+    >>$bench"
+  tail -2 "$bench" | python3 -c 'import json, sys
+l, r = (json.loads(x) for x in sys.stdin)
+print("  data %s: loader %.0f images/s, raw H5Dread %.0f, ratio %.2f" % (sys.argv[1],
+      l["images_per_s"], r["images_per_s"], l["images_per_s"] / r["images_per_s"]))' "$name" \
+    >>"$summary"
+}
+if [ -f "$data/fmnist_train.h5" ]; then
+  data_bench fmnist_cached "$data/fmnist_train.h5" --steps 20000 data.batch_size=256 data.hflip=true
+  data_bench fmnist_block_uncached "$data/fmnist_train.h5" --steps 20000 data.batch_size=256 \
+    data.hflip=true data.cache=none data.shuffle=block
+fi
+big=$build/big64.h5
+if step make_big64 "$build/tests/data/make_random_images" "$big" 90000 64 64 3 256; then
+  big_args=(--steps 3000 model.in_channels=3 model.image_size=64 data.batch_size=256
+    data.shuffle=block data.cache=none data.hflip=true)
+  cat "$big" >/dev/null
+  for w in 1 2 4; do data_bench "big64_uint8_w$w" "$big" "${big_args[@]}" data.workers=$w; done
+  for w in 2 4 8; do
+    data_bench "big64_float_w$w" "$big" "${big_args[@]}" data.workers=$w data.format=float
+  done
+  rm -f "$big"
+fi
+
+# ---- the rest of the suite in the CUDA build (informative; bounded) ----
+t0=$SECONDS
+(cd "$build" && timeout 100 ctest -j "$jobs" --timeout 80 --output-on-failure -E "comm_mpi_np|comm_single" \
+  >"$out/ctest.log" 2>&1)
+note "ctest (CUDA build, $((SECONDS - t0)) s): $(grep -E 'tests passed|tests failed' \
+  "$out/ctest.log" | tail -1)"
+grep -E "\(Failed\)|\(Timeout\)|\(SEGFAULT\)|\(Subprocess aborted\)" "$out/ctest.log" |
+  head -30 >>"$summary"
+
+# ---- two ranks sharing the GPU, checkpoint and resume (verified before; last for time) ----
+if [ -f "$data/fmnist_train.h5" ]; then
+  step train_cuda_2ranks_shared_gpu mpirun -np 2 --bind-to none "$tessera" train "${common[@]}" \
+    --run-dir "$build/run2" --no-resume run.steps=200 checkpoint.every=100 run.log_every=50
+  step resume_cuda_2ranks mpirun -np 2 --bind-to none "$tessera" train "${common[@]}" \
+    --run-dir "$build/run2" run.steps=300 checkpoint.every=100 run.log_every=50
+  step resumed_from_step_200 grep -qE "resuming from .*step-0*200\.h5" "$log"
+fi
 
 # ---- backtraces of test cases that crashed in an earlier run (fault handler preloaded) ----
 diag="$out/diag.log"
@@ -150,13 +194,4 @@ diagnose "$PWD/$build/tests/data/test_data" "ImageFileErrors.NotHdf5"
 diagnose "$PWD/$build/tests/data/test_data" "ImageFile.RoundTripsImagesAndLabels"
 diagnose "$PWD/$build/tests/checkpoint/test_checkpoint" "SyncAndAsync/Store.FailedSaves*"
 grep -E "^\[ +(OK|FAILED) +\]" "$diag" | head -8 >>"$summary"
-
-# ---- the rest of the suite in the CUDA build (informative; bounded) ----
-t0=$SECONDS
-(cd "$build" && timeout 100 ctest -j "$jobs" --timeout 80 --output-on-failure -E "comm_mpi_np|comm_single" \
-  >"$out/ctest.log" 2>&1)
-note "ctest (CUDA build, $((SECONDS - t0)) s): $(grep -E 'tests passed|tests failed' \
-  "$out/ctest.log" | tail -1)"
-grep -E "\(Failed\)|\(Timeout\)|\(SEGFAULT\)|\(Subprocess aborted\)" "$out/ctest.log" |
-  head -30 >>"$summary"
 finish 0

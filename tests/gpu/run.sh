@@ -174,7 +174,7 @@ fi
 # ---- backtraces of test cases that crashed in an earlier run (fault handler preloaded) ----
 diag="$out/diag.log"
 : >"$diag"
-cc -shared -fPIC -o "$build/segv_backtrace.so" tests/gpu/segv_backtrace.c
+cc -shared -fPIC -o "$build/segv_backtrace.so" tests/gpu/segv_backtrace.c -ldl
 diagnose() {  # diagnose BINARY FILTER
   local frames="$build/frames.txt" rc=0
   echo "=== $1 --gtest_filter=$2" >>"$diag"

@@ -25,13 +25,3 @@ function(tessera_use_pch target)
     endif()
   endif()
 endfunction()
-
-# PyTorch's pip LibTorch exports copies of libstdc++'s std::filesystem internals that it linked
-# statically (pytorch/pytorch#133437). Whichever library comes first in the dynamic linker's
-# search order wins, and the libraries come before libstdc++ on the link line: the GPU build's
-# std::filesystem::remove_all of a non-empty directory then ran torch's copy and crashed. Naming
-# libstdc++ first makes it the first DT_NEEDED entry, so its own symbols are found first; with
-# Debian's LibTorch it changes nothing.
-if(CMAKE_SYSTEM_NAME STREQUAL "Linux" AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
-  add_link_options("SHELL:-Wl,--push-state,--no-as-needed -lstdc++ -Wl,--pop-state")
-endif()

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/file_tree.h"
 #include "test_states.h"
 #include "trainer/checkpoint/checkpoint_file.h"
 #include "trainer/checkpoint/checkpoint_store.h"
@@ -235,12 +236,12 @@ TEST_P(Store, FailedSavesLeaveEarlierCheckpointsIntact) {
   const std::vector<Failure> failures = {
       {"the temporary file cannot be created",
        [&] { fs::create_directories(dir_.file("step-00000002.h5.tmp/x")); },
-       [&] { fs::remove_all(dir_.file("step-00000002.h5.tmp")); }, "creating"},
+       [&] { removeTree(dir_.file("step-00000002.h5.tmp")); }, "creating"},
       {"the rename onto the final name fails",
        [&] { fs::create_directories(dir_.file("step-00000002.h5/x")); },
-       [&] { fs::remove_all(dir_.file("step-00000002.h5")); }, "renaming"},
+       [&] { removeTree(dir_.file("step-00000002.h5")); }, "renaming"},
       {"`latest` cannot be replaced", [&] { fs::create_directories(dir_.file("latest.tmp/x")); },
-       [&] { fs::remove_all(dir_.file("latest.tmp")); }, "latest.tmp"},
+       [&] { removeTree(dir_.file("latest.tmp")); }, "latest.tmp"},
   };
   std::int64_t failed = 0;
   for (const Failure& f : failures) {

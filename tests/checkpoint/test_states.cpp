@@ -10,6 +10,7 @@
 #include <iterator>
 #include <stdexcept>
 
+#include "core/file_tree.h"
 #include "data/detail/hdf5.h"
 
 namespace tessera::testing {
@@ -166,7 +167,7 @@ ScratchDir::ScratchDir() {
 
 ScratchDir::~ScratchDir() {
   std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
+  removeTree(path_, ec);
 }
 
 }  // namespace tessera::testing

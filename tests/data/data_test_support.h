@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/file_tree.h"
 #include "data/dataset_writer.h"
 #include "data/image_shape.h"
 
@@ -22,12 +23,12 @@ class ScratchDir {
     path_ = std::filesystem::temp_directory_path() /
             ("tessera_data_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" +
              std::to_string(::getpid()));
-    std::filesystem::remove_all(path_);
+    removeTree(path_.string());
     std::filesystem::create_directories(path_);
   }
   ~ScratchDir() {
     std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    removeTree(path_.string(), ec);
   }
   std::string file(const std::string& name) const { return (path_ / name).string(); }
   const std::filesystem::path& path() const { return path_; }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Why GoogleTest binaries of the CUDA build crash where they delete non-empty directories
-# (README "GPU build"): builds test_data alone against PyTorch's LibTorch and records, into $OUT,
+# Why GoogleTest binaries of the CUDA build crashed where they deleted non-empty directories
+# (core/file_tree.h): builds the suites that crashed against PyTorch's LibTorch, records into $OUT
 # which library each std::filesystem symbol binds to (LD_DEBUG=bindings), the binary's
 # DT_NEEDED order, the std::filesystem symbols libtorch_cpu.so exports, the stack at the fault,
-# and whether the crash goes away with libstdc++ preloaded.
+# and whether a crash goes away with libstdc++ preloaded; then runs the suites.
 # Usage: bash tests/gpu/crash_probe.sh   (on the GPU machine; carry .gpu-debs)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
@@ -19,9 +19,11 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_POLICY_VERSIO
   -DTESSERA_CUDA=ON ${prefix:+"-DCMAKE_PREFIX_PATH=$prefix"} >"$out/configure.log" 2>&1 ||
   { tail -20 "$out/configure.log"; exit 1; }
 t0=$SECONDS
-ninja -C "$build" -j "$(nproc)" tests/data/test_data >"$out/build.log" 2>&1 ||
+suites=(core/test_core data/test_data checkpoint/test_checkpoint metrics/test_metrics
+  trainer/test_trainer_config)
+ninja -C "$build" -j "$(nproc)" "${suites[@]/#/tests/}" >"$out/build.log" 2>&1 ||
   { grep -E "error" "$out/build.log" | head -20; exit 1; }
-echo "built test_data in $((SECONDS - t0)) s"
+echo "built ${suites[*]} in $((SECONDS - t0)) s"
 bin=$PWD/$build/tests/data/test_data
 filter=ImageGrid.LaysOutImagesWithPadding
 torch_lib=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
@@ -58,6 +60,8 @@ echo "--- with libstdc++ preloaded"
 stdcxx=$(g++ -print-file-name=libstdc++.so.6)
 LD_PRELOAD=$stdcxx timeout 60 "$bin" --gtest_filter=$filter >"$out/preload.log" 2>&1
 echo "exit $? ($stdcxx)"
-echo "--- all of test_data"
-timeout 100 "$bin" --gtest_brief=1 >"$out/test_data.log" 2>&1
-echo "exit $?"; tail -3 "$out/test_data.log"
+echo "--- the suites that crashed before (std::filesystem::remove_all)"
+for suite in "${suites[@]}"; do
+  timeout 100 "$build/tests/$suite" --gtest_brief=1 >"$out/${suite#*/}.log" 2>&1
+  echo "$suite: exit $? $(grep -E '^\[  (PASSED|FAILED) ' "$out/${suite#*/}.log" | tr '\n' ' ')"
+done

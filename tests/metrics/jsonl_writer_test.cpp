@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/file_tree.h"
 
 namespace tessera::trainer {
 namespace {
@@ -20,10 +21,10 @@ class JsonlWriterTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() /
            ("tessera_jsonl_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    removeTree(dir_.string());
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { removeTree(dir_.string()); }
 
   std::string read(const fs::path& p) {
     std::ifstream in(p);

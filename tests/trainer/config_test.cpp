@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/file_tree.h"
 #include "trainer/config/config_tree.h"
 #include "trainer/train_config.h"
 
@@ -17,10 +18,10 @@ class ConfigTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() /
            ("tessera_config_test_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    removeTree(dir_.string());
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { removeTree(dir_.string()); }
 
   std::string write(const std::string& name, const std::string& text) {
     const fs::path p = dir_ / name;

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/file_tree.h"
 #include "trainer/checkpoint/checkpoint_store.h"
 
 namespace tessera::trainer {
@@ -94,8 +95,8 @@ JsonObject benchmarkCheckpoint(const std::string& dir, std::int64_t bytes, int r
     }
   }
   std::error_code ec;
-  fs::remove_all(sync_dir, ec);
-  fs::remove_all(async_dir, ec);
+  removeTree(sync_dir, ec);
+  removeTree(async_dir, ec);
   const double n = repeats;
   const double mb = static_cast<double>(state.bytes()) / 1e6;
   JsonObject out;

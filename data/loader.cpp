@@ -26,6 +26,10 @@ namespace {
 // small enough not to double the peak memory.
 constexpr std::int64_t kCacheReadBytes = 64 << 20;
 
+// Cached batches: how far ahead, and how much of an image, the copy loop prefetches.
+constexpr std::int64_t kPrefetchAhead = 4;
+constexpr std::int64_t kPrefetchBytes = 4096;
+
 // How long next() polls for a batch before it sleeps on the condition variable.
 constexpr std::chrono::microseconds kSpinBeforeSleeping(200);
 
@@ -150,6 +154,8 @@ struct Loader::State {
   std::map<std::int64_t, Slot> ready;
   std::atomic<std::int64_t> ready_version{0};  // bumped whenever a slot is added
   std::int64_t next_step = 0;                  // the step next() returns next, counted from `start`
+  std::atomic<std::int64_t> next_step_seen{0};  // next_step, for workers polling without the lock
+  int sleeping_workers = 0;                     // workers inside space_cv.wait()
   bool stop = false;
   std::exception_ptr failed;
   double wait_seconds = 0;
@@ -203,7 +209,16 @@ Batch Loader::State::build(DataPosition pos, std::vector<std::uint8_t>& staging)
   }
 
   if (memory) {
+    // Images of a shuffled batch lie at random places in the cache: ask for the lines of the
+    // image kPrefetchAhead slots on while copying this one, so several are in flight at once.
     for (std::int64_t i = 0; i < B; ++i) {
+      if (i + kPrefetchAhead < B) {
+        const std::uint8_t* ahead =
+            memory.get() + indices[static_cast<std::size_t>(i + kPrefetchAhead)] * image_bytes;
+        for (std::int64_t b = 0; b < std::min<std::int64_t>(image_bytes, kPrefetchBytes); b += 64) {
+          __builtin_prefetch(ahead + b);
+        }
+      }
       const std::int64_t idx = indices[static_cast<std::size_t>(i)];
       emit(memory.get() + idx * image_bytes, i, idx);
     }
@@ -273,9 +288,18 @@ void Loader::State::work(int worker) {
         pos = sampler.advance(pos, options.world, options.batch_size);
         ++pos_step;
       }
+      // Like next(), poll briefly before sleeping: the consumer then wakes nobody (no futex
+      // call) for a step that frees a slot within microseconds.
+      const auto t0 = std::chrono::steady_clock::now();
+      while (k >= next_step_seen.load(std::memory_order_acquire) + window &&
+             std::chrono::steady_clock::now() - t0 < kSpinBeforeSleeping) {
+        std::this_thread::yield();
+      }
       {
         std::unique_lock<std::mutex> lock(mutex);
+        ++sleeping_workers;
         space_cv.wait(lock, [&] { return stop || k < next_step + window; });
+        --sleeping_workers;
         if (stop) return;
       }
       slot.batch = build(pos, staging);
@@ -354,8 +378,10 @@ Batch Loader::next() {
     std::rethrow_exception(s.failed);
   }
   ++s.next_step;
+  s.next_step_seen.store(s.next_step, std::memory_order_release);
+  const bool wake = s.sleeping_workers > 0;
   lock.unlock();
-  s.space_cv.notify_all();
+  if (wake) s.space_cv.notify_all();
   return std::move(slot.batch);
 }
 

@@ -5,10 +5,12 @@
 #   - the communicator suite on CUDA tensors: NCCL at world size 1 (the machine has one GPU and
 #     NCCL refuses two ranks on one device), the MPI backend with host staging at world sizes 1
 #     and 2 (where Auto must detect the shared GPU and fall back from NCCL to MPI);
-#   - the VQ-VAE quick-start config trained on the GPU (one rank), with evaluation, then two
-#     ranks sharing the GPU with a checkpoint and a resume onto CUDA;
-#   - `tessera bench train` on the GPU (and on that machine's CPU for scale);
-#   - what the rest of the CTest suite says in the CUDA build (bounded in time).
+#   - the VQ-VAE quick-start config trained on the GPU (one rank), with evaluation;
+#   - `tessera bench train` on the GPU (and on that machine's CPU for scale), `tessera bench
+#     data` (the loader vs a raw H5Dread) on its cores;
+#   - what the rest of the CTest suite says in the CUDA build (bounded in time);
+#   - two ranks sharing the GPU, with a checkpoint and a resume (last, for time).
+# tests/gpu/crash_probe.sh diagnoses crashes of the CUDA build's test binaries.
 # Usage: bash tests/gpu/run.sh [DATA_DIR]
 #   DATA_DIR holds fmnist_train.h5 and fmnist_test.h5 (`tessera convert fmnist`), default
 #   .gpu-debs, which also holds Debian's prometheus-cpp/civetweb/stb packages (GPU.md).
@@ -171,27 +173,4 @@ if [ -f "$data/fmnist_train.h5" ]; then
   step resumed_from_step_200 grep -qE "resuming from .*step-0*200\.h5" "$log"
 fi
 
-# ---- backtraces of test cases that crashed in an earlier run (fault handler preloaded) ----
-diag="$out/diag.log"
-: >"$diag"
-cc -shared -fPIC -o "$build/segv_backtrace.so" tests/gpu/segv_backtrace.c -ldl
-diagnose() {  # diagnose BINARY FILTER
-  local frames="$build/frames.txt" rc=0
-  echo "=== $1 --gtest_filter=$2" >>"$diag"
-  LD_PRELOAD="$PWD/$build/segv_backtrace.so" timeout 60 "$1" --gtest_filter="$2" >"$frames" 2>&1 ||
-    rc=$?
-  cat "$frames" >>"$diag"
-  note "diagnose $2: exit $rc"
-  grep -E '^/.*\(\+0x[0-9a-f]+\)' "$frames" | head -25 | while IFS='(' read -r file off; do
-    off=${off#+}
-    off=${off%%)*}
-    echo "  $(addr2line -f -C -e "$file" "$off" | head -1)  [$file]"
-  done >>"$diag"
-  grep -E '\([^+)][^)]*\)' "$frames" | c++filt | head -25 >>"$diag"
-}
-diagnose "$PWD/$build/tests/data/test_data" "ImageGrid.LaysOutImagesWithPadding"
-diagnose "$PWD/$build/tests/data/test_data" "ImageFileErrors.NotHdf5"
-diagnose "$PWD/$build/tests/data/test_data" "ImageFile.RoundTripsImagesAndLabels"
-diagnose "$PWD/$build/tests/checkpoint/test_checkpoint" "SyncAndAsync/Store.FailedSaves*"
-grep -E "^\[ +(OK|FAILED) +\]" "$diag" | head -8 >>"$summary"
 finish 0

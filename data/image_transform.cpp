@@ -1,5 +1,6 @@
 #include "data/image_transform.h"
 
+#include <ATen/ops/empty.h>
 #include <ATen/ops/where.h>
 
 #include <algorithm>
@@ -76,8 +77,14 @@ at::Tensor modelInput(const at::Tensor& images, const at::Tensor& flips) {
     const at::Tensor mask = flips.to(images.device(), at::kBool).view({-1, 1, 1, 1});
     x = at::where(mask, x.flip({2}), x);
   }
+  // Into a fresh NCHW tensor, not permute().contiguous(): with one channel the permuted view
+  // already counts as contiguous (and as channels-last), and convolutions would take their
+  // channels-last kernels, rounding differently from float batches.
+  at::Tensor out =
+      at::empty({x.size(0), x.size(3), x.size(1), x.size(2)}, x.options().dtype(at::kFloat));
+  out.copy_(x.permute({0, 3, 1, 2}));
   // Two float operations in the order imageToFloat() uses: the results are bitwise equal.
-  return x.permute({0, 3, 1, 2}).contiguous().to(at::kFloat).sub_(127.5).mul_(kInvHalfRange);
+  return out.sub_(127.5).mul_(kInvHalfRange);
 }
 
 void floatToImage(const float* chw, const ImageShape& shape, std::uint8_t* hwc) {

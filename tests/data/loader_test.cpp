@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/randint.h>
 
 #include <cstring>
 #include <filesystem>
@@ -134,6 +136,21 @@ TEST_F(LoaderTest, SameBatchesWhateverTheWorkersCachePrefetchAndFormat) {
         EXPECT_EQ(images, reference[k]) << "step " << k << " with " << s.workers << " workers";
       }
     }
+  }
+}
+
+// Converted uint8 batches also have the float batches' layout (NCHW strides). For one channel a
+// permuted NHWC tensor counts as contiguous and as channels-last, and convolutions then took
+// the channels-last kernels: same values in, different rounding out (training diverged from
+// the float path by step 50).
+TEST(ModelInput, HasTheFloatBatchLayout) {
+  for (const std::int64_t channels : {1, 3}) {
+    const at::Tensor bytes = at::randint(0, 256, {4, 5, 6, channels}, at::kByte);
+    const at::Tensor x = modelInput(bytes);
+    const at::Tensor reference = at::empty({4, channels, 5, 6}, at::kFloat);
+    EXPECT_EQ(x.sizes(), reference.sizes()) << channels << " channels";
+    EXPECT_EQ(x.strides(), reference.strides()) << channels << " channels";
+    EXPECT_EQ(x.suggest_memory_format(), at::MemoryFormat::Contiguous) << channels << " channels";
   }
 }
 

@@ -30,8 +30,18 @@ constexpr std::int64_t kCacheReadBytes = 64 << 20;
 constexpr std::int64_t kPrefetchAhead = 4;
 constexpr std::int64_t kPrefetchBytes = 4096;
 
-// How long next() polls for a batch before it sleeps on the condition variable.
+// How long the consumer and the workers poll before they sleep on a condition variable.
 constexpr std::chrono::microseconds kSpinBeforeSleeping(200);
+
+// Polls `done`, yielding the core between checks, until kSpinBeforeSleeping after `since`: a
+// wait of microseconds is cheaper awake than through a futex sleep and wake-up (tens of
+// microseconds on VMs), and whoever would have had to wake the waiter makes no system call.
+template <class Done>
+void pollBriefly(std::chrono::steady_clock::time_point since, const Done& done) {
+  while (!done() && std::chrono::steady_clock::now() - since < kSpinBeforeSleeping) {
+    std::this_thread::yield();
+  }
+}
 
 struct Slot {
   Batch batch;
@@ -288,13 +298,8 @@ void Loader::State::work(int worker) {
         pos = sampler.advance(pos, options.world, options.batch_size);
         ++pos_step;
       }
-      // Like next(), poll briefly before sleeping: the consumer then wakes nobody (no futex
-      // call) for a step that frees a slot within microseconds.
-      const auto t0 = std::chrono::steady_clock::now();
-      while (k >= next_step_seen.load(std::memory_order_acquire) + window &&
-             std::chrono::steady_clock::now() - t0 < kSpinBeforeSleeping) {
-        std::this_thread::yield();
-      }
+      pollBriefly(std::chrono::steady_clock::now(),
+                  [&] { return k < next_step_seen.load(std::memory_order_acquire) + window; });
       {
         std::unique_lock<std::mutex> lock(mutex);
         ++sleeping_workers;
@@ -358,15 +363,9 @@ Batch Loader::next() {
   auto it = s.ready.find(s.next_step);
   if (it == s.ready.end()) {
     const auto t0 = std::chrono::steady_clock::now();
-    // Spin briefly before sleeping: a batch microseconds away is cheaper to wait for awake than
-    // through a futex sleep and wake-up (tens of microseconds on VMs), which also spares the
-    // worker a wake-up system call per batch.
     const std::int64_t seen = s.ready_version.load(std::memory_order_acquire);
     lock.unlock();
-    while (s.ready_version.load(std::memory_order_acquire) == seen &&
-           std::chrono::steady_clock::now() - t0 < kSpinBeforeSleeping) {
-      std::this_thread::yield();
-    }
+    pollBriefly(t0, [&] { return s.ready_version.load(std::memory_order_acquire) != seen; });
     lock.lock();
     s.ready_cv.wait(lock, [&] { return (it = s.ready.find(s.next_step)) != s.ready.end(); });
     s.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -158,19 +158,41 @@ Handle openFile(const std::string& path) {
   return Handle(id, H5Fclose);
 }
 
+// How a dataset is stored: its layout, its chunk dimensions (when chunked) and whether filters
+// (compression) apply.
+struct Layout {
+  H5D_layout_t kind = H5D_LAYOUT_ERROR;
+  std::vector<hsize_t> chunk;
+  bool filtered = false;
+};
+
+Layout layoutOf(hid_t dataset, std::size_t rank, const std::string& at) {
+  Handle dcpl(H5Dget_create_plist(dataset), H5Pclose);
+  checkHdf5(dcpl.get(), "H5Dget_create_plist on " + at);
+  Layout layout;
+  layout.kind = H5Pget_layout(dcpl.get());
+  layout.filtered = H5Pget_nfilters(dcpl.get()) > 0;
+  if (layout.kind == H5D_CHUNKED) {
+    layout.chunk.resize(rank);
+    checkHdf5(H5Pget_chunk(dcpl.get(), static_cast<int>(rank), layout.chunk.data()),
+              "H5Pget_chunk on " + at);
+  }
+  return layout;
+}
+
 // Where the image bytes lie in the file, for direct reads: one offset per chunk (or one for a
 // contiguous dataset), or nothing when the layout does not allow it (filters, chunks that cut
 // images, space not yet allocated, a user block, an HDF5 older than 1.10.5).
-std::vector<std::uint64_t> locateImages(hid_t file, hid_t dataset, std::int64_t n,
-                                        std::int64_t image_bytes, std::int64_t* extent_images) {
+std::vector<std::uint64_t> locateImages(hid_t file, hid_t dataset, const std::vector<hsize_t>& dims,
+                                        const Layout& layout, std::int64_t image_bytes,
+                                        std::int64_t* extent_images) {
 #if H5_VERSION_GE(1, 10, 5)
+  if (layout.filtered) return {};
   Handle fcpl(H5Fget_create_plist(file), H5Pclose);
   hsize_t userblock = 0;
   if (!fcpl || H5Pget_userblock(fcpl.get(), &userblock) < 0 || userblock != 0) return {};
-  Handle dcpl(H5Dget_create_plist(dataset), H5Pclose);
-  if (!dcpl || H5Pget_nfilters(dcpl.get()) != 0) return {};
-  const std::vector<hsize_t> dims = dimsOf(dataset);
-  switch (H5Pget_layout(dcpl.get())) {
+  const auto n = static_cast<std::int64_t>(dims[0]);
+  switch (layout.kind) {
     case H5D_CONTIGUOUS: {
       const haddr_t addr = H5Dget_offset(dataset);
       if (addr == HADDR_UNDEF) return {};
@@ -178,12 +200,10 @@ std::vector<std::uint64_t> locateImages(hid_t file, hid_t dataset, std::int64_t 
       return {static_cast<std::uint64_t>(addr)};
     }
     case H5D_CHUNKED: {
-      std::vector<hsize_t> chunk(dims.size());
-      if (H5Pget_chunk(dcpl.get(), static_cast<int>(dims.size()), chunk.data()) < 0) return {};
       for (std::size_t d = 1; d < dims.size(); ++d) {
-        if (chunk[d] != dims[d]) return {};  // a chunk holds parts of images
+        if (layout.chunk[d] != dims[d]) return {};  // a chunk holds parts of images
       }
-      const auto per_chunk = static_cast<std::int64_t>(chunk[0]);
+      const auto per_chunk = static_cast<std::int64_t>(layout.chunk[0]);
       const std::int64_t chunks = (n + per_chunk - 1) / per_chunk;
       std::vector<std::uint64_t> extents;
       extents.reserve(static_cast<std::size_t>(chunks));
@@ -207,7 +227,7 @@ std::vector<std::uint64_t> locateImages(hid_t file, hid_t dataset, std::int64_t 
       return {};
   }
 #else
-  (void)file, (void)dataset, (void)n, (void)image_bytes, (void)extent_images;
+  (void)file, (void)dataset, (void)dims, (void)layout, (void)image_bytes, (void)extent_images;
   return {};
 #endif
 }
@@ -299,16 +319,10 @@ ImageFile ImageFile::open(const std::string& path, const std::string& dataset,
     }
   }
 
-  {
-    Handle dcpl(H5Dget_create_plist(probe.get()), H5Pclose);
-    checkHdf5(dcpl.get(), "H5Dget_create_plist on " + at);
-    if (H5Pget_layout(dcpl.get()) == H5D_CHUNKED) {
-      std::vector<hsize_t> chunk(dims.size());
-      checkHdf5(H5Pget_chunk(dcpl.get(), static_cast<int>(dims.size()), chunk.data()),
-                "H5Pget_chunk on " + at);
-      impl->chunk_images = static_cast<std::int64_t>(chunk[0]);
-      impl->compressed = H5Pget_nfilters(dcpl.get()) > 0;
-    }
+  const Layout layout = layoutOf(probe.get(), dims.size(), at);
+  if (layout.kind == H5D_CHUNKED) {
+    impl->chunk_images = static_cast<std::int64_t>(layout.chunk[0]);
+    impl->compressed = layout.filtered;
   }
   probe.reset();
 
@@ -327,8 +341,8 @@ ImageFile ImageFile::open(const std::string& path, const std::string& dataset,
   impl->images = Handle(H5Dopen2(file, dataset.c_str(), dapl.get()), H5Dclose);
   checkHdf5(impl->images.get(), "cannot open " + at);
 
-  impl->extents =
-      locateImages(file, impl->images.get(), impl->size, impl->shape.bytes(), &impl->extent_images);
+  impl->extents = locateImages(file, impl->images.get(), dims, layout, impl->shape.bytes(),
+                               &impl->extent_images);
   if (!impl->extents.empty()) {
     impl->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (impl->fd < 0 || !impl->directReadsAgree()) impl->extents.clear();

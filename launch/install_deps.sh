@@ -7,6 +7,9 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev
+  # LibTorch's CPU kernels call libblas.so.3; without this it is netlib's reference BLAS, an
+  # order of magnitude slower (tessera info names the BLAS in use).
+  libopenblas0-pthread
   libopenmpi-dev openmpi-bin
   libhdf5-dev
   prometheus-cpp-dev
@@ -16,6 +19,9 @@ packages=(
   # tests: h5py reads Tessera's files as a Python user would; a real Prometheus server scrapes
   # the trainer; shellcheck checks the launch scripts.
   python3 python3-h5py python3-numpy python3-yaml prometheus shellcheck
+  # tests against a real scheduler and real nodes: a one-host Slurm (launch/slurm/local_cluster.sh;
+  # mpi_pmix comes with the basic plugins) and two network namespaces joined by a veth pair.
+  slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge iproute2
 )
 
 missing=()

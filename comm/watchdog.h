@@ -1,4 +1,4 @@
-// Deadlines for collectives (DESIGN.md contract 6: no silent hang).
+// Deadlines for collectives (docs/design.md, contract 6: no silent hang).
 //
 // Every wait on a collective is a polling loop with a deadline counted from the operation's
 // launch. The loop backs off (a few spins, then yields, then short sleeps) because ranks are

@@ -68,6 +68,18 @@ class Preempted : public Error {
   int exitCode() const override { return kExitPreempted; }
 };
 
+// An error that every rank of a job throws together, after agreeing on it (see
+// trainer/agreement.h): the exit code and message of the rank that met it first. Because no rank
+// is left inside a collective, the command-line front end ends normally instead of aborting the job.
+class AgreedError : public Error {
+ public:
+  AgreedError(int exit_code, const std::string& what) : Error(what), exit_code_(exit_code) {}
+  int exitCode() const override { return exit_code_; }
+
+ private:
+  int exit_code_;
+};
+
 // Exit code for any exception escaping to main().
 int exitCodeFor(const std::exception& e);
 

@@ -1,4 +1,4 @@
-// Keyed randomness (DESIGN.md contract 2): every random draw comes from a generator seeded by
+// Keyed randomness (docs/design.md, contract 2): every random draw comes from a generator seeded by
 // hash(seed, purpose, coordinates...). There is no RNG state to save, resume is exact, and
 // changing the world size changes nothing but the partition of work.
 #pragma once

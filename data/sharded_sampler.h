@@ -1,4 +1,4 @@
-// Which dataset indices each rank reads at each step (DESIGN.md contracts 2 and 3).
+// Which dataset indices each rank reads at each step (docs/design.md, contracts 2 and 3).
 #pragma once
 
 #include <cstdint>

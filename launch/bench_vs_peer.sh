@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
-# Side-by-side comparison with shared/bench's PyTorch DDP peer on vqvae-fmnist (BENCH.md):
+# Side-by-side comparison with a PyTorch DDP peer on vqvae-fmnist (docs/benchmarks.md):
 # alternates Tessera and the peer at 1 and 2 ranks for ROUNDS rounds in one session, 1 thread
 # per rank, and prints one JSON line per run plus the median steps/s of each and their ratios.
-#   launch/bench_vs_peer.sh [ROUNDS]      (needs python3-torch for the peer)
+#   PEER=path/to/vqvae_ddp_peer.py launch/bench_vs_peer.sh [ROUNDS]   (the peer needs python3-torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 tessera=${TESSERA_BIN:-build/trainer/tessera}
-peer=${PEER:-../shared/bench/peers/vqvae_ddp_peer.py}
+peer=${PEER:?set PEER to the peer program (a PyTorch DDP script printing JSON lines)}
+[ -f "$peer" ] || { echo "bench_vs_peer: PEER=$peer: no such file" >&2; exit 2; }
 export OMP_NUM_THREADS=1
 mpi=(mpirun --oversubscribe --bind-to none -x OMP_NUM_THREADS)
 [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
 out=$(mktemp)
 for _ in $(seq "$rounds"); do
   for np in 1 2; do
-    "${mpi[@]}" -np "$np" "$tessera" bench train --config configs/vqvae_fmnist.yaml data.train= \
-      run.threads=1 --steps 60 2>/dev/null | sed 's/^/tessera /' | tee -a "$out"
+    "${mpi[@]}" -np "$np" "$tessera" bench train --config configs/bench/vqvae_fmnist.yaml \
+      --steps 60 2>/dev/null | sed 's/^/tessera /' | tee -a "$out"
     "${mpi[@]}" -np "$np" /usr/bin/python3 "$peer" --steps 30 2>/dev/null | sed 's/^/peer /' \
       | tee -a "$out"
   done

@@ -9,7 +9,7 @@ class Module;
 
 namespace tessera::models {
 
-// Number of elements of all parameters that require a gradient (BENCH.md's `params`).
+// Number of elements of all parameters that require a gradient (the `params` of docs/benchmarks.md).
 std::int64_t trainableParameterCount(const torch::nn::Module& module);
 
 }  // namespace tessera::models

@@ -1,6 +1,6 @@
 // The VQ-VAE family of van den Oord et al. 2017: a convolutional encoder with `downsample`
 // stride-2 stages and residual blocks, an EMA vector quantizer, and a mirrored decoder.
-// With the defaults it is `vqvae-fmnist` of shared/bench/BENCH.md (658,625 trainable
+// With the defaults it is `vqvae-fmnist` of docs/benchmarks.md (658,625 trainable
 // parameters).
 #pragma once
 

@@ -3,13 +3,16 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <functional>
+#include <iostream>
 #include <optional>
 
 #include "comm/mpi_session.h"
 #include "core/error.h"
 #include "core/logging.h"
 #include "tessera/config.h"
+#include "trainer/config/config_tree.h"
 
 namespace tessera::trainer {
 namespace {
@@ -18,6 +21,14 @@ constexpr const char* kExitCodes =
     "Exit codes: 0 success, 1 runtime failure, 2 usage/config/input error, 3 communication "
     "failure (collective timeout, lost peer), 4 not available in this build, 5 diverged "
     "(non-finite after rollbacks), 75 preempted after saving (requeue).";
+
+constexpr const char* kWeightsHelp =
+    "ema | live: the weight EMA of the largest decay (the default when the run kept one) or "
+    "the live weights";
+
+void addWeights(CLI::App* app, std::string& weights) {
+  app->add_option("--weights", weights, kWeightsHelp)->check(CLI::IsMember({"ema", "live"}));
+}
 
 void addOverrides(CLI::App* app, std::vector<std::string>& overrides) {
   app->add_option("overrides", overrides,
@@ -87,7 +98,8 @@ int runCli(int argc, char** argv) {
   recon_cmd->add_option("--checkpoint", recon.checkpoint, "checkpoint file")->required();
   recon_cmd->add_option("--data", recon.data, "HDF5 dataset")->required();
   recon_cmd->add_option("--out,-o", recon.out, "output PNG")->required();
-  recon_cmd->add_option("--n", recon.n, "images to show (default 32)")->check(CLI::PositiveNumber);
+  recon_cmd->add_option("--n", recon.n, "images to show (default 16)")->check(CLI::PositiveNumber);
+  addWeights(recon_cmd, recon.weights);
   recon_cmd->callback(
       [&] { command = [&](const auto& mpi) { return runReconstruct(recon, mpi); }; });
 
@@ -99,6 +111,7 @@ int runCli(int argc, char** argv) {
   eval_cmd->add_option("--out,-o", eval.out, "also write the JSON to this file");
   eval_cmd->add_option("--n", eval.n, "evaluate only the first N images")
       ->check(CLI::PositiveNumber);
+  addWeights(eval_cmd, eval.weights);
   eval_cmd->callback([&] { command = [&](const auto& mpi) { return runEval(eval, mpi); }; });
 
   SampleArgs sample;
@@ -108,6 +121,7 @@ int runCli(int argc, char** argv) {
   sample_cmd->add_option("--steps", sample.steps, "sampler steps")->check(CLI::PositiveNumber);
   sample_cmd->add_option("--sampler", sample.sampler, "sampler name");
   sample_cmd->add_option("--out,-o", sample.out, "output PNG")->required();
+  addWeights(sample_cmd, sample.weights);
   sample_cmd->callback([&] { command = [&](const auto& mpi) { return runSample(sample, mpi); }; });
 
   ExportArgs exp;
@@ -120,12 +134,39 @@ int runCli(int argc, char** argv) {
   export_cmd->add_option("--format", exp.format, "safetensors")
       ->check(CLI::IsMember({"safetensors"}));
   export_cmd->add_option("--out,-o", exp.out, "output file")->required();
+  export_cmd->add_option("--weights", exp.weights,
+                         "ema | live: the model's tensors are its weight EMA of the largest decay "
+                         "(the default when the run kept one) or the live weights")
+      ->check(CLI::IsMember({"ema", "live"}));
   export_cmd->callback([&] { command = [&](const auto&) { return runExport(exp); }; });
 
   InfoArgs info;
   auto* info_cmd = app.add_subcommand("info", "versions, backends, devices and the MPI world");
   info_cmd->add_flag("--json", info.json, "one JSON object per rank on stdout (rank 0 prints)");
   info_cmd->callback([&] { command = [&](const auto& mpi) { return runInfo(info, mpi); }; });
+
+  // CLI11 reports a misspelt command only as "A subcommand is required": name it instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string word = argv[1];
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+      names.push_back(sub->get_name());
+    if (std::find(names.begin(), names.end(), word) == names.end()) {
+      std::string hint, list;
+      std::size_t best = std::string::npos;
+      for (const auto& name : names) {
+        list += (list.empty() ? "" : ", ") + name;
+        const std::size_t d = config::editDistance(word, name);
+        if (d < best && d <= std::max<std::size_t>(2, name.size() / 3)) {
+          best = d;
+          hint = " (did you mean '" + name + "'?)";
+        }
+      }
+      std::cerr << "tessera: unknown command '" << word << "'" << hint << "; commands: " << list
+                << " (tessera --help)\n";
+      return kExitUsage;
+    }
+  }
 
   try {
     app.parse(argc, argv);
@@ -145,7 +186,8 @@ int runCli(int argc, char** argv) {
     // Errors every rank meets alike (usage) and agreed stops (preemption) end normally. Any other
     // error may leave peers inside a collective, where MPI_Finalize would wait for them forever:
     // abort the job instead, so the launcher tears it down now.
-    const bool agreed = dynamic_cast<const UsageError*>(&e) || dynamic_cast<const Preempted*>(&e);
+    const bool agreed = dynamic_cast<const UsageError*>(&e) || dynamic_cast<const Preempted*>(&e) ||
+                        dynamic_cast<const AgreedError*>(&e);
     if (mpi && mpi->world().size > 1 && !agreed) mpi->abort(code);
     return code;
   }

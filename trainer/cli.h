@@ -48,6 +48,7 @@ struct CheckpointArgs {
   std::string data;
   std::string out;
   std::int64_t n = 0;  // images (0: the command's default)
+  std::string weights;  // "ema", "live" or "" (EMA when the run kept one)
   std::vector<std::string> overrides;
 };
 
@@ -57,12 +58,14 @@ struct SampleArgs {
   std::int64_t steps = 0;
   std::string sampler;
   std::string out;
+  std::string weights;
 };
 
 struct ExportArgs {
   std::string checkpoint;
   std::string format = "safetensors";
   std::string out;
+  std::string weights;
 };
 
 struct InfoArgs {

@@ -69,13 +69,13 @@ std::map<std::string, at::Tensor> tensorMap(const TrainingState& state) {
   return {state.tensors.begin(), state.tensors.end()};
 }
 
-std::string broadcastString(comm::Communicator& control, const std::string& text) {
+std::string broadcastString(comm::Communicator& control, const std::string& text, int root) {
   at::Tensor len = torch::tensor({static_cast<std::int64_t>(text.size())}, torch::kLong);
-  control.broadcast({len}, 0, {"broadcast", "state header length", -1, -1});
+  control.broadcast({len}, root, {"broadcast", "string length", -1, -1});
   const auto n = len.item<std::int64_t>();
   at::Tensor bytes = torch::empty({n}, torch::kUInt8);
-  if (control.rank() == 0 && n > 0) std::memcpy(bytes.data_ptr(), text.data(), text.size());
-  control.broadcast({bytes}, 0, {"broadcast", "state header", -1, -1});
+  if (control.rank() == root && n > 0) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  control.broadcast({bytes}, root, {"broadcast", "string", -1, -1});
   return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(n));
 }
 

@@ -41,7 +41,7 @@ std::map<std::string, at::Tensor> tensorMap(const TrainingState& state);
 std::optional<TrainingState> broadcastState(comm::Communicator& control,
                                             const std::optional<TrainingState>& state);
 
-// Broadcasts rank 0's string.
-std::string broadcastString(comm::Communicator& control, const std::string& text);
+// Broadcasts rank `root`'s string.
+std::string broadcastString(comm::Communicator& control, const std::string& text, int root = 0);
 
 }  // namespace tessera::trainer

@@ -30,12 +30,12 @@ struct ReducerStats;
 
 namespace tessera::trainer {
 
+class TrainingMetrics;
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 struct StepContext {
   std::int64_t step = 0;    // 0-based optimizer step
-  double lr = 0;            // learning rate of this step (after warm-up/schedule/rollbacks)
-  bool inject_nan = false;  // test-only fault injection: make this rank's loss NaN
+  double lr = 0;          // learning rate of this step (after warm-up/schedule/rollbacks)
   // True when `local_ok` is true on every rank (one small all-reduce). A task calls it once per
   // optimizer it is about to step, after the gradients are reduced, and skips the update (for
   // every rank alike) when it returns false.
@@ -52,6 +52,10 @@ class Task {
  public:
   virtual ~Task() = default;
 
+  // The name the task is registered under (`task:` in configs); stored in checkpoints, where
+  // inference commands read it to rebuild the task.
+  virtual std::string name() const = 0;
+
   // Modules whose parameters and buffers are synchronised at start, checkpointed ("model/...",
   // "<name>/..."), and exported, by name.
   virtual std::vector<std::pair<std::string, torch::nn::Module*>> modules() = 0;
@@ -67,24 +71,29 @@ class Task {
   virtual void restoreState(const std::map<std::string, at::Tensor>& tensors,
                             const std::map<std::string, std::int64_t>& ints) = 0;
 
-  // Numbers for logs/metrics beyond the losses (codebook health, ...), same on every rank.
-  virtual void describe(JsonObject& line) const {}
-  virtual std::vector<std::pair<std::string, double>> health() const { return {}; }
+  // Named numbers beyond the losses (codebook health, temperatures, ...), the same on every rank.
+  // The trainer shows each in the log line, metrics.jsonl and Prometheus (tessera_task_value)
+  // without knowing any name.
+  virtual std::vector<std::pair<std::string, double>> values() const { return {}; }
+  // Task-specific Prometheus series beyond tessera_task_value (e.g. the codebook gauges).
+  virtual void publishMetrics(TrainingMetrics& metrics) const {}
   // Model FLOPs of one training step per image (0: unknown), for FLOP/s and MFU.
   virtual double trainingFlopsPerImage() const { return 0; }
 
   // Communication statistics of the last step, one entry per gradient reducer.
   virtual std::vector<const comm::ReducerStats*> commStats() const = 0;
 
-  // Quality on a held-out file, computed on shards and reduced over `reducer`'s ranks (every rank
-  // calls it). Returns an empty object when the task has nothing to evaluate.
+  // Quality on a held-out file (its first `limit` images; 0: all), computed on shards and
+  // reduced over `reducer`'s ranks (every rank calls it). Returns an empty object when the task
+  // has nothing to evaluate (the eval command then answers "not available").
   virtual JsonObject evaluate(const data::ImageFile& file, models::StatsReducer& reducer,
-                              std::int64_t batch_size) {
+                              std::int64_t batch_size, std::int64_t limit = 0) {
     return {};
   }
 
-  // A PNG grid for `images` ([N, C, H, W] in [-1, 1], on any device) at `path` (rank 0 calls).
-  virtual void writeImages(const at::Tensor& images, const std::string& path) = 0;
+  // Reconstructions of `images` ([N, C, H, W] in [-1, 1], on any device) in [-1, 1] on the CPU,
+  // computed in evaluation mode; undefined when the task does not reconstruct.
+  virtual at::Tensor reconstruct(const at::Tensor& images) { return {}; }
 };
 
 }  // namespace tessera::trainer

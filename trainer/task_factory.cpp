@@ -1,5 +1,8 @@
 #include "trainer/task_factory.h"
 
+#include <functional>
+#include <stdexcept>
+
 #include "trainer/tasks/vqvae_task.h"
 
 namespace tessera::trainer {
@@ -94,22 +97,52 @@ data::LoaderOptions loaderOptions(const TrainConfig& c, const comm::World& w, bo
   return o;
 }
 
+namespace {
+
+using TaskFactory =
+    std::function<std::unique_ptr<Task>(const TrainConfig&, c10::Device, comm::Communicator&)>;
+
+struct TaskRegistration {
+  TaskKind kind;
+  const char* name;
+  TaskFactory make;
+};
+
+std::unique_ptr<Task> makeVqVaeTask(const TrainConfig& c, c10::Device device,
+                                    comm::Communicator& grads) {
+  VqVaeTaskOptions o;
+  o.model = vqvaeOptions(c);
+  o.updater = updaterOptions(c);
+  o.grad_accum = c.comm.grad_accum;
+  o.hash_check_every = c.quantizer.hash_check_every;
+  o.seed = static_cast<std::uint64_t>(c.run.seed);
+  o.device = device;
+  o.image_size = c.model.image_size;
+  return std::make_unique<VqVaeTask>(o, grads);
+}
+
+// Every task, once. The trainer and the inference commands name none of them.
+const std::vector<TaskRegistration>& registry() {
+  static const std::vector<TaskRegistration> tasks{
+      {TaskKind::kVqVae, "vqvae", makeVqVaeTask},
+  };
+  return tasks;
+}
+
+}  // namespace
+
 std::unique_ptr<Task> makeTask(const TrainConfig& c, c10::Device device,
                                comm::Communicator& grads) {
-  switch (c.task) {
-    case TaskKind::kVqVae: {
-      VqVaeTaskOptions o;
-      o.model = vqvaeOptions(c);
-      o.updater = updaterOptions(c);
-      o.grad_accum = c.comm.grad_accum;
-      o.hash_check_every = c.quantizer.hash_check_every;
-      o.seed = static_cast<std::uint64_t>(c.run.seed);
-      o.device = device;
-      o.image_size = c.model.image_size;
-      return std::make_unique<VqVaeTask>(o, grads);
-    }
+  for (const auto& t : registry()) {
+    if (t.kind == c.task) return t.make(c, device, grads);
   }
-  throw std::logic_error("makeTask: unhandled task");
+  throw std::logic_error("makeTask: a TaskKind without a registered task");
+}
+
+std::vector<std::string> taskNames() {
+  std::vector<std::string> names;
+  for (const auto& t : registry()) names.emplace_back(t.name);
+  return names;
 }
 
 }  // namespace tessera::trainer

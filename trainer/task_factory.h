@@ -27,7 +27,12 @@ UpdaterOptions updaterOptions(const TrainConfig& config);
 data::LoaderOptions loaderOptions(const TrainConfig& config, const comm::World& world,
                                   bool pin_memory = false);
 
+// The task `config.task` names, built from the registry of tasks (task_factory.cpp), its
+// gradient reducers on `grads`.
 std::unique_ptr<Task> makeTask(const TrainConfig& config, c10::Device device,
                                comm::Communicator& grads);
+
+// The registered task names, in registration order.
+std::vector<std::string> taskNames();
 
 }  // namespace tessera::trainer

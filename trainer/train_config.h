@@ -53,7 +53,7 @@ struct DataConfig {
   void fields(FieldVisitor& v);
 };
 
-// The VQ-VAE family of van den Oord et al. 2017 (and `vqvae-fmnist` of shared/bench/BENCH.md).
+// The VQ-VAE family of van den Oord et al. 2017 (and `vqvae-fmnist` of docs/benchmarks.md).
 struct ModelConfig {
   int in_channels = 1;
   int image_size = 28;

@@ -15,8 +15,12 @@
 #include "comm/mpi_session.h"
 #include "core/error.h"
 #include "data/image_file.h"
+#include "data/image_transform.h"
 #include "data/loader.h"
 #include "trainer/checkpoint/checkpoint_file.h"
+#include "trainer/agreement.h"
+#include "trainer/inference.h"
+#include "trainer/blas_info.h"
 #include "trainer/checkpoint/checkpoint_store.h"
 #include "trainer/comm_stats_reducer.h"
 #include "trainer/device.h"
@@ -75,6 +79,8 @@ class TrainingRun {
 
  private:
   void synchroniseModels();
+  void setUp();
+  std::optional<TrainingState> loadAgreed(const std::string& what, bool latest, std::string* path);
   void resume();
   bool applyState(const std::optional<TrainingState>& state, bool rollback);
   void runStep();
@@ -114,10 +120,33 @@ class TrainingRun {
   std::int64_t last_saved_step_ = -1;
   std::int64_t reported_saves_ = 0, reported_failures_ = 0;  // store stats already in metrics
   LogWindow window_;
-  at::Tensor preview_;                             // images shown in reconstruction grids (rank 0)
+  at::Tensor preview_;                             // images shown in reconstruction grids
   std::optional<TrainingState> snapshot_buffers_;  // host tensors of the last save (rank 0)
   std::unique_ptr<std::ofstream> index_dump_;      // test only: debug.dump_indices
 };
+
+// The run directory and its samples/ folder; a path that is not a directory (or cannot become
+// one) is the user's error, named.
+void createRunDirectory(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    throw InputError("run directory '" + dir.string() + "' exists and is not a directory");
+  }
+  fs::create_directories(dir / "samples", ec);
+  if (ec) {
+    throw InputError("run directory '" + dir.string() + "': cannot create it (" + ec.message() +
+                     ")");
+  }
+}
+
+// The first `n` images of `file` as floats in [-1, 1], NCHW, for reconstruction grids.
+at::Tensor readPreview(const data::ImageFile& file, std::int64_t n) {
+  n = std::min<std::int64_t>(n, file.size());
+  const data::ImageShape& shape = file.shape();
+  at::Tensor raw = torch::empty({n, shape.height, shape.width, shape.channels}, torch::kUInt8);
+  file.readRange(0, n, raw.data_ptr<std::uint8_t>());
+  return data::modelInput(raw, at::Tensor());
+}
 
 MetricsOptions metricsOptions(const TrainConfig& cfg, const comm::World& w) {
   MetricsOptions o;
@@ -142,20 +171,33 @@ TrainingRun::TrainingRun(const TrainerOptions& options, const comm::MpiSession& 
   co.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg_.comm.timeout * 1000));
   control_ = comm::makeControlCommunicator(mpi, co);
   grads_ = comm::makeCommunicator(mpi, device_, co);
+  if (const std::string warning = blasWarning(blasInfo()); !warning.empty()) spdlog::warn(warning);
   task_ = makeTask(cfg_, device_, *grads_);
   modules_ = task_->modules();
+  spdlog::info("run {} in {}: {} rank(s), device {}, {} thread(s) per rank, global batch {}",
+               cfg_.run.name, run_dir_.string(), world_.size, device_.str(), at::get_num_threads(),
+               globalBatch());
+}
 
-  if (world_.isRoot()) {
-    fs::create_directories(run_dir_ / "samples");
+// Every rank checks the files it will read; rank 0 also prepares the run directory and reads the
+// preview images. Local work only: a failure anywhere ends every rank at once (runAgreed).
+void TrainingRun::setUp() {
+  runAgreed(*control_, "setup", [&] {
+    const data::ImageShape expected = loaderOptions(cfg_, world_).expected;
+    data::ImageFile::open(cfg_.data.train, cfg_.data.dataset, &expected);
+    if (!cfg_.data.test.empty()) data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &expected);
+    if (!world_.isRoot()) return;
+    createRunDirectory(run_dir_);
     std::ofstream(run_dir_ / "config.yaml") << toYaml(cfg_);
     store_ = std::make_unique<CheckpointStore>(
         CheckpointStoreOptions{(run_dir_ / "checkpoints").string(), cfg_.checkpoint.keep_last,
                                cfg_.checkpoint.keep_every, cfg_.checkpoint.async});
     jsonl_ = std::make_unique<JsonlWriter>((run_dir_ / "metrics.jsonl").string());
-  }
-  spdlog::info("run {} in {}: {} rank(s), device {}, {} thread(s) per rank, global batch {}",
-               cfg_.run.name, run_dir_.string(), world_.size, device_.str(), at::get_num_threads(),
-               globalBatch());
+  });
+  // Every rank computes the previews (the same work everywhere, so no rank reaches its next
+  // collective a preview's time before the others); rank 0 writes them.
+  const std::string& source = cfg_.data.test.empty() ? cfg_.data.train : cfg_.data.test;
+  preview_ = readPreview(data::ImageFile::open(source, cfg_.data.dataset), 8);
 }
 
 void TrainingRun::synchroniseModels() {
@@ -171,33 +213,40 @@ void TrainingRun::synchroniseModels() {
   comm::broadcastFromRoot(*grads_, all, 0);
 }
 
-// Rank 0 decides what to start from and tells everybody, errors included, so that no rank waits
-// in a collective that the others will never enter.
-void TrainingRun::resume() {
+// Rank 0 reads what to start from and sends it to everybody. A failure to read (a corrupt file
+// given with --resume, an I/O error) ends every rank with its real exit code (runAgreed), so no
+// rank waits in a collective that the others will never enter.
+std::optional<TrainingState> TrainingRun::loadAgreed(const std::string& what, bool latest,
+                                                     std::string* path) {
   std::optional<TrainingState> state;
-  std::string status = "none";
-  if (world_.isRoot() && !options_.no_resume) {
-    try {
-      if (!options_.resume.empty()) {
-        state = readCheckpointFile(options_.resume);
-        status = "ok " + options_.resume;
-      } else {
-        std::string path;
-        state = store_->loadLatest(&path);
-        if (state) status = "ok " + path;
-      }
-    } catch (const std::exception& e) {
-      status = std::string("error ") + e.what();
+  runAgreed(*control_, what, [&] {
+    if (!world_.isRoot()) return;
+    if (!latest) {
+      *path = options_.resume;
+      state = readCheckpointFile(*path);
+    } else {
+      store_->wait();
+      state = store_->loadLatest(path);
     }
-  }
-  status = broadcastString(*control_, status);
-  if (status.rfind("error ", 0) == 0) throw InputError(status.substr(6));
-  if (status == "none") {
-    spdlog::info("starting from scratch{}", options_.no_resume ? " (--no-resume)" : "");
+  });
+  auto shared = broadcastState(*control_, state);
+  *path = broadcastString(*control_, *path);
+  return shared;
+}
+
+void TrainingRun::resume() {
+  if (options_.no_resume) {
+    spdlog::info("starting from scratch (--no-resume)");
     return;
   }
-  spdlog::info("resuming from {}", status.substr(3));
-  applyState(broadcastState(*control_, state), /*rollback=*/false);
+  std::string path;
+  const auto state = loadAgreed("resume", options_.resume.empty(), &path);
+  if (!state) {
+    spdlog::info("starting from scratch");
+    return;
+  }
+  spdlog::info("resuming from {}", path);
+  applyState(state, /*rollback=*/false);
 }
 
 bool TrainingRun::applyState(const std::optional<TrainingState>& state, bool rollback) {
@@ -210,6 +259,7 @@ bool TrainingRun::applyState(const std::optional<TrainingState>& state, bool rol
     return it == state->ints.end() ? fallback : it->second;
   };
   step_ = get("step", 0);
+  metrics_.setStep(step_);
   last_saved_step_ = step_;
   if (rollback) return true;  // keep consuming new data: the batches that diverged stay behind
   position_ = {get("epoch", 0), get("consumed", 0)};
@@ -247,7 +297,7 @@ TrainingState TrainingRun::stateToSave() {
   s.ints["rollbacks"] = rollbacks_;
   s.reals["lr_factor"] = lr_factor_;
   s.texts["config"] = toYaml(cfg_);
-  s.texts["task"] = "vqvae";
+  s.texts["task"] = task_->name();
   return s;
 }
 
@@ -306,12 +356,14 @@ void TrainingRun::runStep() {
   StepContext ctx;
   ctx.step = step_;
   ctx.lr = learningRate(lr, step_) * lr_factor_;
+  // Test-only fault injection (debug.nan_*): this rank reports a non-finite step, as a NaN loss
+  // or gradient would make it; the task never knows.
   const auto& d = cfg_.debug;
-  ctx.inject_nan = d.nan_at_step >= 0 && attempts_ >= d.nan_at_step &&
-                   attempts_ < d.nan_at_step + d.nan_steps &&
-                   (d.nan_rank < 0 || d.nan_rank == world_.rank);
-  ctx.agree_finite = [this](bool ok) {
-    at::Tensor t = torch::tensor({ok ? 1.0f : 0.0f});
+  const bool inject = d.nan_at_step >= 0 && attempts_ >= d.nan_at_step &&
+                      attempts_ < d.nan_at_step + d.nan_steps &&
+                      (d.nan_rank < 0 || d.nan_rank == world_.rank);
+  ctx.agree_finite = [this, inject](bool ok) {
+    at::Tensor t = torch::tensor({ok && !inject ? 1.0f : 0.0f});
     control_->allReduce({t}, comm::ReduceOp::kMin, {"allreduce", "finite agreement", step_, -1});
     return t.item<float>() > 0;
   };
@@ -355,6 +407,7 @@ void TrainingRun::runStep() {
   last_lr_ = ctx.lr;
   last_loss_ = result.losses.empty() ? 0 : result.losses[0].second;
   ++step_;
+  metrics_.setStep(step_);
   task_->afterStep(step_ - 1);
   if (progress_)
     progress_->update(step_, last_loss_, globalBatch() / std::max(1e-9, secondsSince(t0)));
@@ -367,24 +420,17 @@ void TrainingRun::rollback() {
                    " consecutive non-finite steps after " +
                    std::to_string(cfg_.guard.max_rollbacks) + " rollback(s)");
   }
-  std::optional<TrainingState> state;
-  std::string status = "none";
-  if (world_.isRoot()) {
-    store_->wait();
-    std::string path;
-    state = store_->loadLatest(&path);
-    if (state) status = "ok " + path;
-  }
-  status = broadcastString(*control_, status);
-  if (status == "none") {
+  std::string path;
+  const auto state = loadAgreed("rollback", /*latest=*/true, &path);
+  if (!state) {
     throw Diverged("training diverged: " + std::to_string(cfg_.guard.max_skips) +
                    " consecutive non-finite steps and no checkpoint to roll back to");
   }
-  applyState(broadcastState(*control_, state), /*rollback=*/true);
+  applyState(state, /*rollback=*/true);
   lr_factor_ *= cfg_.guard.rollback_lr_factor;
   consecutive_skips_ = 0;
   spdlog::warn("rolled back to {} (step {}), learning-rate factor now {} (rollback {} of {})",
-               status.substr(3), step_, lr_factor_, rollbacks_, cfg_.guard.max_rollbacks);
+               path, step_, lr_factor_, rollbacks_, cfg_.guard.max_rollbacks);
 }
 
 void TrainingRun::report() {
@@ -414,13 +460,13 @@ void TrainingRun::report() {
   line.add("comm_seconds", window_.comm / std::max<std::int64_t>(1, window_.steps));
   line.add("comm_hidden_fraction", window_.comm > 0 ? 1 - window_.exposed / window_.comm : 0.0);
   line.add("skipped_steps", skipped_);
-  std::string health_text;
-  std::map<std::string, double> health;
-  for (const auto& [name, v] : task_->health()) {
+  std::string values_text;
+  for (const auto& [name, v] : task_->values()) {
     line.add(name, v);
-    health[name] = v;
-    health_text += spdlog::fmt_lib::format(" {} {:.4g}", name, v);
+    metrics_.taskValue(name, v);
+    values_text += spdlog::fmt_lib::format(" {} {:.4g}", name, v);
   }
+  task_->publishMetrics(metrics_);
   metrics_.setLearningRate(last_lr_);
   metrics_.setGradNorm(last_grad_norm_);
   metrics_.setSamplesPerSecond(samples_per_s);
@@ -439,26 +485,22 @@ void TrainingRun::report() {
     line.add("device_memory_bytes", device_bytes);
     metrics_.deviceMemory(static_cast<double>(device_bytes));
   }
-  if (health.count("codebook_usage")) {
-    metrics_.codebook("model", health["codebook_usage"], health["perplexity"],
-                      static_cast<std::int64_t>(health["dead_codes"]),
-                      static_cast<std::int64_t>(health["restarts"]));
-  }
   if (jsonl_) jsonl_->write(line);
   const double eta = (cfg_.run.steps - step_) / std::max(steps_per_s, 1e-9);
   spdlog::info(
       "step {}/{}{} | lr {:.3g} | {:.2f} steps/s {:.0f} img/s | data wait {:.1f}% |{} | "
       "ETA {:.0f}s",
       step_, cfg_.run.steps, text, last_lr_, steps_per_s, samples_per_s,
-      100 * window_.data_wait / std::max(elapsed, 1e-9), health_text, eta);
+      100 * window_.data_wait / std::max(elapsed, 1e-9), values_text, eta);
   window_.reset();
 }
 
 void TrainingRun::writeImages() {
-  if (!world_.isRoot() || !preview_.defined()) return;
+  const at::Tensor recon = task_->reconstruct(preview_);
+  if (!world_.isRoot() || !recon.defined()) return;
   const fs::path path =
       run_dir_ / "samples" / spdlog::fmt_lib::format("recon-step-{:08d}.png", step_);
-  task_->writeImages(preview_, path.string());
+  writeReconstructionGrid(path.string(), preview_, recon, preview_.size(0));
 }
 
 bool TrainingRun::agreeStop() {
@@ -494,31 +536,20 @@ void TrainingRun::evaluateAtEnd() {
 
 TrainingSummary TrainingRun::run() {
   synchroniseModels();
+  setUp();
   resume();
   const std::int64_t start_step = step_;
 
-  const data::LoaderOptions lo = loaderOptions(cfg_, world_, device_.is_cuda());
-  loader_ = std::make_unique<data::Loader>(lo, position_);
+  runAgreed(*control_, "loader setup", [&] {
+    loader_ = std::make_unique<data::Loader>(loaderOptions(cfg_, world_, device_.is_cuda()),
+                                             position_);
+  });
   if (cfg_.debug.dump_indices) {
     index_dump_ = std::make_unique<std::ofstream>(
         run_dir_ / spdlog::fmt_lib::format("indices-rank{}.txt", world_.rank), std::ios::app);
   }
 
   if (world_.isRoot()) {
-    const std::string& source = cfg_.data.test.empty() ? cfg_.data.train : cfg_.data.test;
-    const data::ImageFile file = data::ImageFile::open(source, cfg_.data.dataset, &lo.expected);
-    const std::int64_t n = std::min<std::int64_t>(8, file.size());
-    std::vector<std::uint8_t> raw(static_cast<std::size_t>(
-        n * file.shape().height * file.shape().width * file.shape().channels));
-    file.readRange(0, n, raw.data());
-    preview_ = torch::from_blob(raw.data(),
-                                {n, file.shape().height, file.shape().width, file.shape().channels},
-                                torch::kUInt8)
-                   .permute({0, 3, 1, 2})
-                   .to(torch::kFloat)
-                   .div(127.5)
-                   .sub(1)
-                   .contiguous();
     // On a terminal a live progress line; in batch logs the periodic report lines suffice.
     progress_ = std::make_unique<ProgressReporter>(cfg_.run.steps, step_, cfg_.run.log_every,
                                                    cfg_.log.progress && ::isatty(STDERR_FILENO));

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU machine's check (../shared/GPU.md), one script so that one device call does it all:
+# The GPU machine's check (README, "GPU"), one script so that one device call does it all:
 # builds Tessera against PyTorch's CUDA LibTorch with NCCL, then runs what only a GPU can run:
 #   - `tessera info` (alone and under mpirun) must report the GPU, CUDA and NCCL;
 #   - the communicator suite on CUDA tensors: NCCL at world size 1 (the machine has one GPU and

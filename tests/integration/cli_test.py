@@ -13,7 +13,10 @@ for sub in ["train", "sample", "reconstruct", "convert", "eval", "bench", "expor
 check("75 preempted" in p.stdout, "--help documents exit codes")
 
 run([T], check_rc=2)
-run([T, "frobnicate"], check_rc=2)
+p = run([T, "frobnicate"], check_rc=2)
+check("unknown command 'frobnicate'" in p.stderr and "train" in p.stderr, p.stderr)
+p = run([T, "trian", "--config", "x.yaml"], check_rc=2)
+check("did you mean 'train'" in p.stderr, p.stderr)
 run([T, "train"], check_rc=2)                       # --config is required
 run([T, "bench", "fly", "--config", "x"], check_rc=2)
 run([T, "train", "--config", "x", "--resume", "a", "--no-resume"], check_rc=2)
@@ -28,7 +31,17 @@ check("optim.lrr" in p.stderr, p.stderr)
 p = run([T, "train", "--config", os.path.join(args.scratch, "missing.yaml")], check_rc=2)
 check("missing.yaml" in p.stderr and "no such file" in p.stderr, p.stderr)
 
-# Not yet available: a clear message and exit code 4, never a silent success.
-p = run([T, "sample", "--checkpoint", "c.h5", "--out", "x.png"], check_rc=4)
-check("not available" in p.stderr, p.stderr)
+# tessera info names the BLAS LibTorch calls, and warns when it is the reference one.
+p = run([T, "info"], check_rc=0)
+check("BLAS        OpenBLAS" in p.stdout and "warning" not in p.stderr, p.stdout + p.stderr)
+reference = "/usr/lib/x86_64-linux-gnu/blas/libblas.so.3"
+if os.path.exists(reference):
+    p = run([T, "info"], check_rc=0, env={"LD_PRELOAD": reference})
+    check("reference (netlib)" in p.stdout and "reference BLAS" in p.stderr,
+          p.stdout + p.stderr)
+
+# A checkpoint that does not exist: exit 2, named (sample of a real VQ-VAE checkpoint answers
+# "not available", exit 4: inference_test.py).
+p = run([T, "sample", "--checkpoint", "c.h5", "--out", "x.png"], check_rc=2)
+check("c.h5" in p.stderr, p.stderr)
 print("ok")

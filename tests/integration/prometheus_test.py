@@ -341,6 +341,18 @@ def main():
             harness.check(all(terms) and len(terms) >= 1, f"rank {r}: loss series without term")
             print(f"rank {r} loss terms: {terms}", flush=True)
 
+        # The global step gauge follows training on every rank (the dashboard's step panel).
+        def step_positive():
+            data = query(url, "tessera_step")
+            if data is None:
+                return None
+            per_rank = {r: v[0][1] for r, v in by_rank(data).items()}
+            return per_rank if all(per_rank.get(r, 0) > 0 for r in ranks) else None
+
+        steps = wait_for("tessera_step > 0 on every rank", deadline, step_positive,
+                         job.death_report)
+        print(f"tessera_step: {steps}", flush=True)
+
         if args.dashboard:
             check_dashboard(url, args.dashboard, deadline, job.death_report)
         print("PASS", flush=True)

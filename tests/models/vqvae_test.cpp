@@ -9,7 +9,7 @@ namespace tessera::models {
 namespace {
 
 TEST(VqVae, FashionMnistModelHasBenchParameterCount) {
-  VqVaeOptions o;  // defaults are shared/bench/BENCH.md's vqvae-fmnist
+  VqVaeOptions o;  // defaults are docs/benchmarks.md's vqvae-fmnist
   VqVae model(o);
   EXPECT_EQ(trainableParameterCount(*model), 658625);
   const VqVaeOutput out = model->forward(torch::rand({2, 1, 28, 28}) * 2 - 1);

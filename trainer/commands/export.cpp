@@ -6,6 +6,7 @@
 #include "trainer/cli.h"
 #include "trainer/export/exported_weights.h"
 #include "trainer/export/safetensors.h"
+#include "trainer/weights.h"
 
 namespace tessera::trainer {
 
@@ -13,10 +14,14 @@ int runExport(const ExportArgs& args) {
   if (args.format != "safetensors") {
     throw UsageError("export --format: '" + args.format + "' is not one of: safetensors");
   }
-  const TrainingState state = readCheckpointFile(args.checkpoint);
+  TrainingState state = readCheckpointFile(args.checkpoint);
+  const WeightChoice choice = parseWeightChoice(args.weights, "--weights");
   ExportedWeights weights;
   try {
+    // Exported names drop the "model/" prefix; with EMA weights those tensors hold the EMA.
+    const std::string chosen = selectWeights(state.tensors, {"model"}, choice);
     weights = exportedWeights(state);
+    weights.metadata["weights"] = chosen;
   } catch (const InputError& e) {
     throw InputError("checkpoint " + args.checkpoint + ": " + e.what());
   }

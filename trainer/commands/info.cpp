@@ -10,6 +10,7 @@
 #include "core/json.h"
 #include "data/hdf5_library.h"
 #include "tessera/config.h"
+#include "trainer/blas_info.h"
 #include "trainer/cli.h"
 #include "trainer/device.h"
 
@@ -31,6 +32,10 @@ int runInfo(const InfoArgs& args, const comm::MpiSession& mpi) {
   if (!w.isRoot()) return kExitOk;
 
   const auto gpus = cudaDeviceNames();
+  const BlasInfo blas = blasInfo();
+  if (const std::string warning = blasWarning(blas); !warning.empty()) {
+    std::cerr << "warning: " << warning << std::endl;
+  }
   const std::string mpi_version = w.mpi ? comm::MpiSession::libraryVersion() : "not launched";
   if (args.json) {
     std::vector<JsonObject> gpu_list;
@@ -45,6 +50,8 @@ int runInfo(const InfoArgs& args, const comm::MpiSession& mpi) {
         .add("nccl", comm::ncclVersion())
         .add("mpi", mpi_version)
         .add("hdf5", data::hdf5Version())
+        .add("blas", blas.name)
+        .add("blas_library", blas.library)
         .add("prometheus", bool(TESSERA_HAVE_PROMETHEUS))
         .add("gpus", gpu_list);
     std::string text = out.str();
@@ -64,6 +71,8 @@ int runInfo(const InfoArgs& args, const comm::MpiSession& mpi) {
   std::cout << "  NCCL        " << comm::ncclVersion() << "\n"
             << "  MPI         " << mpi_version << "\n"
             << "  HDF5        " << data::hdf5Version() << "\n"
+            << "  BLAS        " << blas.name << (blas.library.empty() ? "" : " (" + blas.library + ")")
+            << (blas.detail.empty() ? "" : ", " + blas.detail) << "\n"
             << "  Prometheus  " << (TESSERA_HAVE_PROMETHEUS ? "prometheus-cpp" : "not built")
             << "\n"
             << "world: " << w.size << " rank(s)" << (w.mpi ? "" : " (no MPI launcher)") << "\n";

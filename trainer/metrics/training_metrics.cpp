@@ -6,11 +6,13 @@
 
 #if TESSERA_HAVE_PROMETHEUS
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include "trainer/metrics/metrics_http_server.h"
 
 #include <cmath>
 #include <exception>
@@ -37,12 +39,6 @@ const Histogram::BucketBoundaries kCommBuckets{0.0001, 0.00025, 0.0005, 0.001, 0
                                                0.025,  0.05,    0.1,    0.25,  0.5,    1,     5};
 const Histogram::BucketBoundaries kCheckpointBuckets{0.01, 0.05, 0.1, 0.5, 1,   2.5,
                                                      5,    10,   30,  60,  120, 300};
-
-std::string listenAddress(const std::string& bind, int port) {
-  // civetweb spells IPv6 listening addresses as [addr]:port.
-  const bool ipv6 = bind.find(':') != std::string::npos;
-  return (ipv6 ? "[" + bind + "]" : bind) + ":" + std::to_string(port);
-}
 
 void increment(Counter& c, double v) {
   if (std::isfinite(v) && v > 0) c.Increment(v);
@@ -92,6 +88,8 @@ struct TrainingMetrics::Impl {
       histogram("tessera_data_wait_duration_seconds",
                 "Time per step spent waiting for the next batch.", kStepBuckets);
   prometheus::Family<Gauge>& loss = gaugeFamily("tessera_loss", "Training loss by term.");
+  prometheus::Family<Gauge>& task_value =
+      gaugeFamily("tessera_task_value", "A value the task publishes, by name (codebook health, ...).");
   Gauge& learning_rate = gauge("tessera_learning_rate", "Current learning rate.");
   Gauge& grad_norm = gauge("tessera_grad_norm", "Global L2 norm of the averaged gradients.");
   Histogram& allreduce_seconds =
@@ -141,7 +139,7 @@ struct TrainingMetrics::Impl {
   std::map<std::string, std::int64_t> restarts_seen;
 
   // Declared last: destroyed first, so no scrape runs while the metrics go away.
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<MetricsHttpServer> server;
 };
 
 TrainingMetrics::TrainingMetrics(const MetricsOptions& options) {
@@ -154,11 +152,13 @@ TrainingMetrics::TrainingMetrics(const MetricsOptions& options) {
         port, options.port, options.local_rank);
     return;
   }
-  const std::string address = listenAddress(options.bind, port);
+  const std::string address = options.bind + ":" + std::to_string(port);
   auto impl = std::make_unique<Impl>(options);
   try {
-    impl->exposer = std::make_unique<prometheus::Exposer>(address, 2);
-    impl->exposer->RegisterCollectable(impl->registry);
+    const std::shared_ptr<prometheus::Registry> registry = impl->registry;
+    impl->server = std::make_unique<MetricsHttpServer>(options.bind, port, [registry] {
+      return prometheus::TextSerializer().Serialize(registry->Collect());
+    });
   } catch (const std::exception& e) {
     spdlog::warn("metrics: cannot serve on {} ({}); training goes on without metrics", address,
                  e.what());
@@ -194,6 +194,10 @@ void TrainingMetrics::setStep(std::int64_t step) {
 
 void TrainingMetrics::setLoss(const std::string& term, double value) {
   if (impl_) impl_->loss.Add({{"term", term}}).Set(value);
+}
+
+void TrainingMetrics::taskValue(const std::string& name, double value) {
+  if (impl_) impl_->task_value.Add({{"name", name}}).Set(value);
 }
 
 void TrainingMetrics::setLearningRate(double lr) {
@@ -286,6 +290,7 @@ int TrainingMetrics::port() const {
 void TrainingMetrics::stepCompleted(std::int64_t, double, double) {}
 void TrainingMetrics::setStep(std::int64_t) {}
 void TrainingMetrics::setLoss(const std::string&, double) {}
+void TrainingMetrics::taskValue(const std::string&, double) {}
 void TrainingMetrics::setLearningRate(double) {}
 void TrainingMetrics::setGradNorm(double) {}
 void TrainingMetrics::allReduce(double, std::int64_t, double) {}

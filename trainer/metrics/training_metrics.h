@@ -4,7 +4,7 @@
 // never collide and a scrape config lists one target per rank. Exposed series follow Prometheus
 // conventions: prefix `tessera_`, base units (seconds, bytes, ratios in [0, 1]), `_total` for
 // counters, histograms for durations; labels are `job` (the run name) and `rank`, plus `term`
-// (loss terms) and `model` (codebooks). Scrape with `honor_labels: true` so that Prometheus keeps
+// (loss terms), `name` (task values) and `model` (codebooks). Scrape with `honor_labels: true` so that Prometheus keeps
 // the run name in `job` instead of renaming it to `exported_job`.
 //
 // Observability never stops training: a port that cannot be bound logs one warning and leaves
@@ -48,6 +48,9 @@ class TrainingMetrics {
   // The global step number (resumed runs continue it, unlike the per-process _total counters).
   void setStep(std::int64_t step);
   void setLoss(const std::string& term, double value);
+  // A named value of the task (tessera_task_value{name}); the trainer forwards every value a
+  // task publishes without knowing its name.
+  void taskValue(const std::string& name, double value);
   void setLearningRate(double lr);
   void setGradNorm(double norm);
   // One step's gradient all-reduce: time this rank waited in it, bytes it reduced, and the

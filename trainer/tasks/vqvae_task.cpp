@@ -6,10 +6,10 @@
 #include <cmath>
 
 #include "core/keyed_rng.h"
-#include "data/image_grid.h"
 #include "data/image_transform.h"
 #include "data/loader.h"
 #include "trainer/evaluation.h"
+#include "trainer/metrics/training_metrics.h"
 
 namespace tessera::trainer {
 
@@ -55,8 +55,7 @@ StepResult VqVaeTask::step(const data::Batch& batch, const StepContext& ctx) {
     const at::Tensor& xi = chunks[static_cast<std::size_t>(i)];
     const models::VqVaeOutput out = model_->forward(xi);
     const at::Tensor recon = torch::mse_loss(out.reconstruction, xi);
-    at::Tensor loss = (recon + out.commitment) * (updater_->lossScale() / n);
-    if (ctx.inject_nan) loss = loss * std::nan("");
+    const at::Tensor loss = (recon + out.commitment) * (updater_->lossScale() / n);
     loss.backward();
     recon_total += recon.item<double>() / n;
     commit_total += out.commitment.item<double>() / n;
@@ -64,7 +63,7 @@ StepResult VqVaeTask::step(const data::Batch& batch, const StepContext& ctx) {
   updater_->finishBackward();
 
   StepResult result;
-  const double total = ctx.inject_nan ? std::nan("") : recon_total + commit_total;
+  const double total = recon_total + commit_total;
   result.losses = {{"loss", total}, {"recon", recon_total}, {"commit", commit_total}};
   result.grad_norm = updater_->gradNorm();
   result.applied = ctx.agree_finite(std::isfinite(total) && std::isfinite(result.grad_norm));
@@ -106,7 +105,7 @@ double VqVaeTask::trainingFlopsPerImage() const {
   return models::vqvaeTrainingFlopsPerImage(options_.model, options_.image_size);
 }
 
-std::vector<std::pair<std::string, double>> VqVaeTask::health() const {
+std::vector<std::pair<std::string, double>> VqVaeTask::values() const {
   const models::CodebookHealth h = model_->quantizer()->health();
   return {{"codebook_usage", h.usage},
           {"perplexity", h.perplexity},
@@ -114,26 +113,26 @@ std::vector<std::pair<std::string, double>> VqVaeTask::health() const {
           {"restarts", static_cast<double>(h.restarts)}};
 }
 
+void VqVaeTask::publishMetrics(TrainingMetrics& metrics) const {
+  const models::CodebookHealth h = model_->quantizer()->health();
+  metrics.codebook("model", h.usage, h.perplexity, h.dead, h.restarts);
+}
+
 std::vector<const comm::ReducerStats*> VqVaeTask::commStats() const {
   return {&updater_->commStats()};
 }
 
-void VqVaeTask::writeImages(const at::Tensor& images, const std::string& path) {
+at::Tensor VqVaeTask::reconstruct(const at::Tensor& images) {
   torch::NoGradGuard no_grad;
   model_->eval();
-  const at::Tensor x = images.to(options_.device);
-  const at::Tensor recon = model_->forward(x).reconstruction.clamp(-1, 1);
+  const at::Tensor recon = model_->forward(images.to(options_.device)).reconstruction.clamp(-1, 1);
   model_->train();
-  data::writeImageGrid(path, at::cat({x, recon}).to(at::kCPU), static_cast<int>(x.size(0)));
+  return recon.cpu();
 }
 
-}  // namespace tessera::trainer
-
-namespace tessera::trainer {
-
 JsonObject VqVaeTask::evaluate(const data::ImageFile& file, models::StatsReducer& reducer,
-                               std::int64_t batch_size) {
-  return evaluateVqVae(model_, file, options_.device, batch_size, reducer).toJson();
+                               std::int64_t batch_size, std::int64_t limit) {
+  return evaluateVqVae(model_, file, options_.device, batch_size, reducer, limit).toJson();
 }
 
 }  // namespace tessera::trainer

@@ -27,6 +27,7 @@ class VqVaeTask final : public Task {
  public:
   VqVaeTask(const VqVaeTaskOptions& options, comm::Communicator& comm);
 
+  std::string name() const override { return "vqvae"; }
   std::vector<std::pair<std::string, torch::nn::Module*>> modules() override;
   StepResult step(const data::Batch& batch, const StepContext& ctx) override;
   void afterStep(std::int64_t step) override;
@@ -34,12 +35,13 @@ class VqVaeTask final : public Task {
                     std::map<std::string, std::int64_t>& ints) const override;
   void restoreState(const std::map<std::string, at::Tensor>& tensors,
                     const std::map<std::string, std::int64_t>& ints) override;
-  std::vector<std::pair<std::string, double>> health() const override;
+  std::vector<std::pair<std::string, double>> values() const override;
+  void publishMetrics(TrainingMetrics& metrics) const override;
   double trainingFlopsPerImage() const override;
   std::vector<const comm::ReducerStats*> commStats() const override;
-  void writeImages(const at::Tensor& images, const std::string& path) override;
+  at::Tensor reconstruct(const at::Tensor& images) override;
   JsonObject evaluate(const data::ImageFile& file, models::StatsReducer& reducer,
-                      std::int64_t batch_size) override;
+                      std::int64_t batch_size, std::int64_t limit) override;
 
   models::VqVae& model() { return model_; }
   std::int64_t codebookMismatches() const { return mismatches_; }

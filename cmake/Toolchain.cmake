@@ -3,10 +3,13 @@
 if(TESSERA_USE_CCACHE)
   find_program(CCACHE_PROGRAM ccache)
   if(CCACHE_PROGRAM)
-    # PCH needs these sloppiness settings, or ccache never hits for TUs that use it.
+    # PCH needs these sloppiness settings, or ccache never hits for TUs that use it. The base
+    # directory makes paths inside the checkout relative, so a clone in another folder (CI's)
+    # hits the cache that a developer's build filled.
     set(CMAKE_CXX_COMPILER_LAUNCHER
         ${CMAKE_COMMAND} -E env
         "CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime"
+        "CCACHE_BASEDIR=${PROJECT_SOURCE_DIR}"
         ${CCACHE_PROGRAM})
     message(STATUS "tessera: using ccache (${CCACHE_PROGRAM})")
   endif()

@@ -79,9 +79,32 @@ node_idle() {
   [[ $(node_state) == idle ]]
 }
 
-daemons_down() {
-  ! live_pid "$dir/munged.pid" >/dev/null && ! live_pid "$dir/slurmctld.pid" >/dev/null &&
-    ! live_pid "$dir/slurmd.pid" >/dev/null
+pids_gone() {
+  local pid
+  for pid in "$@"; do
+    ! kill -0 "$pid" 2>/dev/null || return 1
+  done
+}
+
+# Pids of this cluster's slurmstepd processes (and of slurmd while it runs), found by the log file
+# they hold open, then of all their descendants: the job scripts and tasks.
+job_pids() {
+  local fd pid roots=()
+  while read -r fd; do
+    pid=${fd#/proc/}
+    roots+=("${pid%%/*}")
+  done < <(find /proc/[0-9]*/fd -maxdepth 1 -lname "$dir/slurmd.log" 2>/dev/null)
+  [[ ${#roots[@]} -gt 0 ]] || return 0
+  ps -e -o pid=,ppid= | awk -v roots="${roots[*]}" '
+    BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) mine[r[i]] = 1 }
+    { parent[$1] = $2 }
+    END {
+      do {
+        grew = 0
+        for (p in parent) if (!(p in mine) && (parent[p] in mine)) { mine[p] = 1; grew = 1 }
+      } while (grew)
+      for (p in mine) print p
+    }'
 }
 
 no_jobs() {
@@ -104,6 +127,9 @@ AuthInfo=socket=$dir/munge/munge.socket,cred_expire=10
 CredType=cred/munge
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
+# Job ids start at 1 in every new cluster: per-job scratch (PMIx's spmix_appdir_*) must not meet
+# what an earlier cluster left in /tmp.
+TmpFS=$dir/tmp
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/slurmctld.log
@@ -143,7 +169,7 @@ start() {
   fi
   mkdir -p "$dir"
   chmod 0755 "$dir"
-  mkdir -p "$dir/state" "$dir/spool" "$dir/munge"
+  mkdir -p "$dir/state" "$dir/spool" "$dir/tmp" "$dir/munge"
   chown munge:munge "$dir/munge"
   chmod 0755 "$dir/munge"
   if [[ ! -s $dir/munge/munge.key ]]; then
@@ -183,19 +209,26 @@ stop() {
     wait_until no_jobs ||
       echo "local_cluster: jobs still listed after ${WAIT_S}s; stopping anyway" >&2
   fi
-  local name pid
+  local name pid pids=()
   for name in slurmd slurmctld munged; do
     if pid=$(live_pid "$dir/$name.pid"); then
-      kill -TERM "$pid"
+      pids+=("$pid")
     fi
   done
-  if ! wait_until daemons_down; then
-    for name in slurmd slurmctld munged; do
-      if pid=$(live_pid "$dir/$name.pid"); then
-        echo "local_cluster: $name ($pid) ignored SIGTERM; killing it" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-      fi
-    done
+  # The daemons remove their pid files before they have exited: wait for the pids themselves.
+  if [[ ${#pids[@]} -gt 0 ]]; then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    if ! wait_until pids_gone "${pids[@]}"; then
+      echo "local_cluster: daemons ${pids[*]} ignored SIGTERM; killing them" >&2
+      kill -KILL "${pids[@]}" 2>/dev/null || true
+    fi
+  fi
+  # Job steps whose slurmd is gone keep running: end them too.
+  local leftover=()
+  mapfile -t leftover < <(job_pids)
+  if [[ ${#leftover[@]} -gt 0 ]]; then
+    echo "local_cluster: killing leftover job processes ${leftover[*]}" >&2
+    kill -KILL "${leftover[@]}" 2>/dev/null || true
   fi
   echo "local_cluster: stopped"
 }

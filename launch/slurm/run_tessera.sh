@@ -2,7 +2,8 @@
 # The body of Tessera's Slurm batch jobs (train.sbatch, train_multinode.sbatch): runs
 # `tessera train ARGS...` as one `srun --mpi=pmix` step over every task of the allocation,
 # forwards the batch shell's early-warning signal to it, and requeues the job when Tessera exits
-# with code 75 (preempted: it stopped on a signal or its time budget after saving a checkpoint).
+# with code 75 (preempted: it stopped on a signal or its time budget after saving a checkpoint),
+# unless Slurm itself was ending the job (SIGTERM: scancel, hard time limit, preemption).
 # The requeued job runs the same command, and `tessera train` resumes from the run directory
 # by itself.
 #
@@ -19,7 +20,7 @@ set -euo pipefail
 readonly EXIT_PREEMPTED=75  # tessera::kExitPreempted (core/error.h)
 
 log() {
-  printf '[%s] [slurm job %s] %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "${SLURM_JOB_ID:-?}" "$*" >&2
+  printf '[%s] [slurm job %s] %s\n' "$(date '+%Y-%m-%d %H:%M:%S.%3N')" "${SLURM_JOB_ID:-?}" "$*" >&2
 }
 
 if [[ -z ${SLURM_JOB_ID:-} ]]; then
@@ -65,6 +66,7 @@ step_pid=$!
 # Slurm to the tasks themselves: forwarding it too would be Tessera's "second signal, exit at
 # once", so this shell only notes it and stays alive to report the exit code.
 trapped=0
+terminated=0
 # shellcheck disable=SC2317  # invoked by the trap below
 forward() {
   trapped=1
@@ -72,7 +74,7 @@ forward() {
   kill -s "$1" "$step_pid" 2>/dev/null || true
 }
 trap 'forward USR1' USR1
-trap 'trapped=1; log "received SIGTERM; the job step gets it from Slurm directly"' TERM
+trap 'trapped=1; terminated=1; log "received SIGTERM; the job step gets it from Slurm directly"' TERM
 
 # A trapped signal interrupts `wait`; wait again until the step has really ended.
 while :; do
@@ -85,6 +87,15 @@ trap - USR1 TERM
 
 if [[ $rc -ne $EXIT_PREEMPTED ]]; then
   log "tessera exited with code $rc"
+  exit "$rc"
+fi
+# SIGTERM means Slurm itself is ending the job: scancel, the hard time limit (the USR1 warning
+# came too late or not at all) or a preemption. Never requeue then: a requeue would undo scancel
+# (Slurm accepts it while the job completes, and the job shows COMPLETING in every case), and
+# Slurm requeues preempted jobs itself under PreemptMode=REQUEUE. Submit again to resume.
+if [[ $terminated -eq 1 ]]; then
+  log "tessera saved a checkpoint and stopped (exit $EXIT_PREEMPTED) after Slurm's SIGTERM" \
+    "(scancel, time limit or preemption): not requeueing; submit again to resume"
   exit "$rc"
 fi
 if [[ $restarts -ge $max_requeues ]]; then

@@ -70,7 +70,8 @@ class Preempted : public Error {
 
 // An error that every rank of a job throws together, after agreeing on it (see
 // trainer/agreement.h): the exit code and message of the rank that met it first. Because no rank
-// is left inside a collective, the command-line front end ends normally instead of aborting the job.
+// is left inside a collective, the command-line front end ends normally instead of aborting the
+// job.
 class AgreedError : public Error {
  public:
   AgreedError(int exit_code, const std::string& what) : Error(what), exit_code_(exit_code) {}

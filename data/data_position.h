@@ -1,5 +1,5 @@
-// Progress through the data (docs/design.md, contract 3): an epoch and the number of samples of that
-// epoch's global order consumed so far, summed over all ranks. It does not depend on the world
+// Progress through the data (docs/design.md, contract 3): an epoch and the number of samples of
+// that epoch's global order consumed so far, summed over all ranks. It does not depend on the world
 // size, so a run can resume on any number of ranks.
 #pragma once
 

@@ -9,7 +9,8 @@ class Module;
 
 namespace tessera::models {
 
-// Number of elements of all parameters that require a gradient (the `params` of docs/benchmarks.md).
+// Number of elements of all parameters that require a gradient (the `params` of
+// docs/benchmarks.md).
 std::int64_t trainableParameterCount(const torch::nn::Module& module);
 
 }  // namespace tessera::models

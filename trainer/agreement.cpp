@@ -36,8 +36,8 @@ void runAgreed(comm::Communicator& control, const std::string& what,
   message = broadcastString(control, message, root);
   const int agreed_code = static_cast<int>(code_t.item<std::int64_t>());
   if (control.rank() == root) throw AgreedError(agreed_code, message);
-  throw AgreedError(agreed_code, "rank " + std::to_string(root) + " failed during " + what + ": " +
-                                     message);
+  throw AgreedError(agreed_code,
+                    "rank " + std::to_string(root) + " failed during " + what + ": " + message);
 }
 
 }  // namespace tessera::trainer

@@ -134,9 +134,10 @@ int runCli(int argc, char** argv) {
   export_cmd->add_option("--format", exp.format, "safetensors")
       ->check(CLI::IsMember({"safetensors"}));
   export_cmd->add_option("--out,-o", exp.out, "output file")->required();
-  export_cmd->add_option("--weights", exp.weights,
-                         "ema | live: the model's tensors are its weight EMA of the largest decay "
-                         "(the default when the run kept one) or the live weights")
+  export_cmd
+      ->add_option("--weights", exp.weights,
+                   "ema | live: the model's tensors are its weight EMA of the largest decay "
+                   "(the default when the run kept one) or the live weights")
       ->check(CLI::IsMember({"ema", "live"}));
   export_cmd->callback([&] { command = [&](const auto&) { return runExport(exp); }; });
 

@@ -47,7 +47,7 @@ struct CheckpointArgs {
   std::string checkpoint;
   std::string data;
   std::string out;
-  std::int64_t n = 0;  // images (0: the command's default)
+  std::int64_t n = 0;   // images (0: the command's default)
   std::string weights;  // "ema", "live" or "" (EMA when the run kept one)
   std::vector<std::string> overrides;
 };

@@ -19,11 +19,11 @@ class Communicator;
 namespace tessera::trainer {
 
 struct LoadedTask {
-  TrainConfig config;                          // the checkpoint's stored configuration
-  std::unique_ptr<comm::Communicator> grads;   // the task's reducers live on it (declared first:
-  std::unique_ptr<Task> task;                  // destroyed after the task)
+  TrainConfig config;                         // the checkpoint's stored configuration
+  std::unique_ptr<comm::Communicator> grads;  // the task's reducers live on it (declared first:
+  std::unique_ptr<Task> task;                 // destroyed after the task)
   std::int64_t step = 0;
-  std::string weights;                         // "live" or "ema <decay>"
+  std::string weights;  // "live" or "ema <decay>"
 };
 
 // Reads `checkpoint` (InputError naming it when it is unreadable, has no stored configuration,

@@ -1,6 +1,6 @@
-// Turns stop signals into a flag the training loop reads at step boundaries (docs/design.md, contract
-// 4: ranks then agree, all save the same step and exit with kExitPreempted). A second signal
-// exits at once with kExitPreempted, without saving: the last committed checkpoint stands.
+// Turns stop signals into a flag the training loop reads at step boundaries (docs/design.md,
+// contract 4: ranks then agree, all save the same step and exit with kExitPreempted). A second
+// signal exits at once with kExitPreempted, without saving: the last committed checkpoint stands.
 #pragma once
 
 #include <string>

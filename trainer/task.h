@@ -34,7 +34,7 @@ class TrainingMetrics;
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 struct StepContext {
-  std::int64_t step = 0;    // 0-based optimizer step
+  std::int64_t step = 0;  // 0-based optimizer step
   double lr = 0;          // learning rate of this step (after warm-up/schedule/rollbacks)
   // True when `local_ok` is true on every rank (one small all-reduce). A task calls it once per
   // optimizer it is about to step, after the gradients are reduced, and skips the update (for

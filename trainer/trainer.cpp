@@ -17,13 +17,13 @@
 #include "data/image_file.h"
 #include "data/image_transform.h"
 #include "data/loader.h"
-#include "trainer/checkpoint/checkpoint_file.h"
 #include "trainer/agreement.h"
-#include "trainer/inference.h"
 #include "trainer/blas_info.h"
+#include "trainer/checkpoint/checkpoint_file.h"
 #include "trainer/checkpoint/checkpoint_store.h"
 #include "trainer/comm_stats_reducer.h"
 #include "trainer/device.h"
+#include "trainer/inference.h"
 #include "trainer/metrics/jsonl_writer.h"
 #include "trainer/metrics/training_metrics.h"
 #include "trainer/optim/lr_schedule.h"
@@ -185,7 +185,8 @@ void TrainingRun::setUp() {
   runAgreed(*control_, "setup", [&] {
     const data::ImageShape expected = loaderOptions(cfg_, world_).expected;
     data::ImageFile::open(cfg_.data.train, cfg_.data.dataset, &expected);
-    if (!cfg_.data.test.empty()) data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &expected);
+    if (!cfg_.data.test.empty())
+      data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &expected);
     if (!world_.isRoot()) return;
     createRunDirectory(run_dir_);
     std::ofstream(run_dir_ / "config.yaml") << toYaml(cfg_);
@@ -429,8 +430,8 @@ void TrainingRun::rollback() {
   applyState(state, /*rollback=*/true);
   lr_factor_ *= cfg_.guard.rollback_lr_factor;
   consecutive_skips_ = 0;
-  spdlog::warn("rolled back to {} (step {}), learning-rate factor now {} (rollback {} of {})",
-               path, step_, lr_factor_, rollbacks_, cfg_.guard.max_rollbacks);
+  spdlog::warn("rolled back to {} (step {}), learning-rate factor now {} (rollback {} of {})", path,
+               step_, lr_factor_, rollbacks_, cfg_.guard.max_rollbacks);
 }
 
 void TrainingRun::report() {
@@ -541,8 +542,8 @@ TrainingSummary TrainingRun::run() {
   const std::int64_t start_step = step_;
 
   runAgreed(*control_, "loader setup", [&] {
-    loader_ = std::make_unique<data::Loader>(loaderOptions(cfg_, world_, device_.is_cuda()),
-                                             position_);
+    loader_ =
+        std::make_unique<data::Loader>(loaderOptions(cfg_, world_, device_.is_cuda()), position_);
   });
   if (cfg_.debug.dump_indices) {
     index_dump_ = std::make_unique<std::ofstream>(

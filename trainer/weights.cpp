@@ -26,7 +26,8 @@ std::string selectWeights(std::vector<std::pair<std::string, at::Tensor>>& tenso
     std::string rate;
     for (const auto& [name, t] : tensors) {
       if (name.compare(0, prefix.size(), prefix) != 0) continue;
-      const std::string r = name.substr(prefix.size(), name.find('/', prefix.size()) - prefix.size());
+      const std::string r =
+          name.substr(prefix.size(), name.find('/', prefix.size()) - prefix.size());
       if (rate.empty() || std::strtod(r.c_str(), nullptr) > std::strtod(rate.c_str(), nullptr))
         rate = r;
     }
@@ -41,8 +42,9 @@ std::string selectWeights(std::vector<std::pair<std::string, at::Tensor>>& tenso
   }
   if (chosen.empty()) {
     if (choice == WeightChoice::kEma) {
-      throw InputError("--weights ema: the checkpoint has no weight EMA (train with optim.ema, "
-                       "e.g. optim.ema=[0.999])");
+      throw InputError(
+          "--weights ema: the checkpoint has no weight EMA (train with optim.ema, "
+          "e.g. optim.ema=[0.999])");
     }
     return "live";
   }

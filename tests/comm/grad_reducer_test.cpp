@@ -1,6 +1,6 @@
 // GradReducer: N ranks with batch B train the same model as one process with batch N*B
-// (docs/design.md, contract 1), also with bf16 wire compression and gradient accumulation; parameters
-// without a gradient contribute zeros; buckets follow reverse registration order.
+// (docs/design.md, contract 1), also with bf16 wire compression and gradient accumulation;
+// parameters without a gradient contribute zeros; buckets follow reverse registration order.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 

@@ -65,8 +65,7 @@ TEST(RunAgreed, TheLowestFailingRankSpeaksAndKeepsItsExitCode) {
     FAIL() << "no exception on rank " << control->rank();
   } catch (const Error& e) {
     EXPECT_EQ(e.exitCode(), kExitFailure) << e.what();
-    EXPECT_NE(std::string(e.what()).find("read error in ckpt-5.h5"), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("read error in ckpt-5.h5"), std::string::npos) << e.what();
   }
 }
 

@@ -71,7 +71,8 @@ int runInfo(const InfoArgs& args, const comm::MpiSession& mpi) {
   std::cout << "  NCCL        " << comm::ncclVersion() << "\n"
             << "  MPI         " << mpi_version << "\n"
             << "  HDF5        " << data::hdf5Version() << "\n"
-            << "  BLAS        " << blas.name << (blas.library.empty() ? "" : " (" + blas.library + ")")
+            << "  BLAS        " << blas.name
+            << (blas.library.empty() ? "" : " (" + blas.library + ")")
             << (blas.detail.empty() ? "" : ", " + blas.detail) << "\n"
             << "  Prometheus  " << (TESSERA_HAVE_PROMETHEUS ? "prometheus-cpp" : "not built")
             << "\n"

@@ -1,7 +1,7 @@
 #include "trainer/metrics/metrics_http_server.h"
 
-#include <netdb.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>

@@ -88,8 +88,8 @@ struct TrainingMetrics::Impl {
       histogram("tessera_data_wait_duration_seconds",
                 "Time per step spent waiting for the next batch.", kStepBuckets);
   prometheus::Family<Gauge>& loss = gaugeFamily("tessera_loss", "Training loss by term.");
-  prometheus::Family<Gauge>& task_value =
-      gaugeFamily("tessera_task_value", "A value the task publishes, by name (codebook health, ...).");
+  prometheus::Family<Gauge>& task_value = gaugeFamily(
+      "tessera_task_value", "A value the task publishes, by name (codebook health, ...).");
   Gauge& learning_rate = gauge("tessera_learning_rate", "Current learning rate.");
   Gauge& grad_norm = gauge("tessera_grad_norm", "Global L2 norm of the averaged gradients.");
   Histogram& allreduce_seconds =

@@ -4,8 +4,8 @@
 // never collide and a scrape config lists one target per rank. Exposed series follow Prometheus
 // conventions: prefix `tessera_`, base units (seconds, bytes, ratios in [0, 1]), `_total` for
 // counters, histograms for durations; labels are `job` (the run name) and `rank`, plus `term`
-// (loss terms), `name` (task values) and `model` (codebooks). Scrape with `honor_labels: true` so that Prometheus keeps
-// the run name in `job` instead of renaming it to `exported_job`.
+// (loss terms), `name` (task values) and `model` (codebooks). Scrape with `honor_labels: true` so
+// that Prometheus keeps the run name in `job` instead of renaming it to `exported_job`.
 //
 // Observability never stops training: a port that cannot be bound logs one warning and leaves
 // the object in the not-serving state, where every update is a cheap no-op. Builds without

@@ -103,8 +103,9 @@ def fault(args, nodes, data, kind):
     # (mpirun reports only the first failure and cannot hear from node-b after a partition). The
     # shell outlives the SIGTERM Open MPI sends when another rank aborts first, to see its
     # tessera end.
-    record = (f'trap "" INT; trap "echo SIGTERM >> $R.log" TERM; R={args.scratch}/rank'
-              '$OMPI_COMM_WORLD_RANK; "$@" > $R.log 2>&1; rc=$?; echo $rc > $R.rc; exit $rc')
+    record = (f'R={args.scratch}/rank$OMPI_COMM_WORLD_RANK; '
+              'trap "echo wrapper got SIGTERM >> $R.log" TERM; '
+              '"$@" > $R.log 2>&1; rc=$?; echo $rc > $R.rc; exit $rc')
     cmd = nodes.mpirun_cmd(args, 2, ["sh", "-c", record, "rank", args.tessera, "train",
                                      "--config", config(), "--run-dir", run_dir, *overrides])
     log_path = os.path.join(args.scratch, "run.log")

@@ -112,11 +112,16 @@ no_jobs() {
 }
 
 write_conf() {
-  local ctld_port=$1 slurmd_port=$2 mem_mb
+  local ctld_port=$1 slurmd_port=$2 mem_mb first_job_id
   mem_mb=$(awk '/^MemTotal:/ { print int($2 / 1024 / 2) }' /proc/meminfo)
+  # Job ids must differ between clusters that run on this host at the same time: Open MPI names
+  # a step's shared-memory segments (/dev/shm/vader_segment.HOST.JOBID...) after the PMIx
+  # namespace slurm.pmix.JOB.STEP, so two clusters' job 1 would write into each other's.
+  first_job_id=$((((RANDOM << 15) | RANDOM) % 60000000 + 1000))
   cat >"$conf" <<EOF
 # Written by launch/slurm/local_cluster.sh: one node, this host, reached over loopback.
 ClusterName=tessera-local
+FirstJobId=$first_job_id
 SlurmctldHost=$node(127.0.0.1)
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port

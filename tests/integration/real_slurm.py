@@ -1,13 +1,15 @@
 """A real one-node Slurm for integration tests (launch/slurm/local_cluster.sh) and helpers to
 submit Tessera's batch scripts to it and follow their jobs.
 
-    with LocalSlurm("name") as slurm:        # exits 77 (CTest: skipped) where Slurm cannot run
+    # exits 77 (CTest: skipped) where Slurm cannot run
+    with LocalSlurm("name", args.scratch) as slurm:
         job = slurm.sbatch(["--time=1"], script_args, env={...})
         slurm.wait_for(job, lambda j: j["JobState"] == "COMPLETED", 120, "completion")
 
 The daemons are started by the script and always stopped by pid when the block ends (also on a
 failed check); a cluster left behind by a killed test is stopped before the next start.
 """
+import hashlib
 import os
 import re
 import shutil
@@ -34,10 +36,12 @@ def skip(reason):
 
 
 class LocalSlurm:
-    def __init__(self, name, cpus=8):
-        # Short and fixed per test: munge's socket lives here (108-byte limit), and a rerun finds
-        # and stops what a killed run left.
-        self.dir = f"/tmp/tessera-slurm-{name}"
+    def __init__(self, name, scratch, cpus=8):
+        # Short (munge's socket lives here: 108-byte limit) and fixed per test and build tree, so
+        # that a rerun finds and stops what a killed run left, while the same test of another
+        # checkout may run at the same time.
+        tag = hashlib.sha1(os.path.abspath(scratch).encode()).hexdigest()[:8]
+        self.dir = f"/tmp/tessera-slurm-{name}-{tag}"
         self.cpus = cpus
         self.env = dict(os.environ, SLURM_CONF=os.path.join(self.dir, "slurm.conf"))
         self.started = False

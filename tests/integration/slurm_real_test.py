@@ -28,7 +28,7 @@ from harness import check
 from real_slurm import LocalSlurm, log_times, read, verify_checkpoint
 from trainer_support import base_overrides, checkpoints, fmnist_test_split, load
 
-STEPS = 400  # long enough that the first USR1 (about 10-35 s in) comes before the end
+STEPS = 600  # long enough that the first USR1 (about 10-35 s in) comes before the end
 
 
 def main():
@@ -45,7 +45,7 @@ def main():
                            env={**env, **(extra_env or {})})
         return job, os.path.join(args.scratch, f"{name}-{job}.out")
 
-    with LocalSlurm("real") as slurm:
+    with LocalSlurm("real", args.scratch) as slurm:
         # srun with PMIx: two ranks that know their place on the node.
         p = slurm.cmd("srun", "--mpi=pmix", "-n", "2", args.tessera, "info", timeout=120)
         ranks = sorted((json.loads(l.strip()) for l in p.stdout.splitlines()

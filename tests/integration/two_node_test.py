@@ -238,7 +238,7 @@ def main():
 
     args = harness.parse_args(extra)
     data = fmnist_test_split(args)
-    with TwoNodes(args.scenario) as nodes:
+    with TwoNodes(args.scenario, args.scratch) as nodes:
         if args.scenario == "world":
             world(args, nodes, data)
         else:

@@ -5,12 +5,14 @@ and starts its daemon on node-b through tests/integration/netns_agent.sh (mca pl
 as it would through ssh; MPI traffic goes over TCP on the veth pair only (btl tcp,self: no shared
 memory, not even between the ranks of one node).
 
-    with TwoNodes("name") as nodes:       # exits 77 (CTest: skipped) where namespaces are refused
+    # exits 77 (CTest: skipped) where namespaces are refused
+    with TwoNodes("name", args.scratch) as nodes:
         nodes.mpirun(args, 2, [tessera, "info"])   # 2 ranks per node: ranks 0-1 on node-a
         nodes.link_down()                           # a network partition
 
 The namespaces, the processes in them and /etc/netns/<namespace> are removed at the end.
 """
+import hashlib
 import os
 import shutil
 import subprocess
@@ -31,8 +33,11 @@ def sh(*cmd, check=True, timeout=30):
 
 
 class TwoNodes:
-    def __init__(self, name):
-        self.prefix = f"tsr-{name}-"
+    def __init__(self, name, scratch):
+        # Fixed per test and build tree (a rerun removes what a killed run left), distinct
+        # between checkouts whose tests run at the same time.
+        tag = hashlib.sha1(os.path.abspath(scratch).encode()).hexdigest()[:8]
+        self.prefix = f"tsr-{tag}-{name}-"
         self.ns = {n: self.prefix + n for n in NODES}
         self.dev = {"node-a": "veth-a", "node-b": "veth-b"}
         self.agent = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netns_agent.sh")

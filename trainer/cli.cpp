@@ -153,18 +153,12 @@ int runCli(int argc, char** argv) {
     for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
       names.push_back(sub->get_name());
     if (std::find(names.begin(), names.end(), word) == names.end()) {
-      std::string hint, list;
-      std::size_t best = std::string::npos;
-      for (const auto& name : names) {
-        list += (list.empty() ? "" : ", ") + name;
-        const std::size_t d = config::editDistance(word, name);
-        if (d < best && d <= std::max<std::size_t>(2, name.size() / 3)) {
-          best = d;
-          hint = " (did you mean '" + name + "'?)";
-        }
-      }
-      std::cerr << "tessera: unknown command '" << word << "'" << hint << "; commands: " << list
-                << " (tessera --help)\n";
+      std::string list;
+      for (const auto& name : names) list += (list.empty() ? "" : ", ") + name;
+      const std::string closest = config::closestName(word, names);
+      std::cerr << "tessera: unknown command '" << word << "'"
+                << (closest.empty() ? "" : " (did you mean '" + closest + "'?)")
+                << "; commands: " << list << " (tessera --help)\n";
       return kExitUsage;
     }
   }

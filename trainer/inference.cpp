@@ -4,7 +4,9 @@
 
 #include "comm/communicator.h"
 #include "core/error.h"
+#include "data/image_file.h"
 #include "data/image_grid.h"
+#include "data/image_transform.h"
 #include "trainer/checkpoint/checkpoint_file.h"
 #include "trainer/state_io.h"
 #include "trainer/task_factory.h"
@@ -43,6 +45,14 @@ LoadedTask loadTask(const std::string& checkpoint, WeightChoice weights, c10::De
 
 data::ImageShape modelImageShape(const TrainConfig& c) {
   return {c.model.image_size, c.model.image_size, c.model.in_channels};
+}
+
+at::Tensor readFirstImages(const data::ImageFile& file, std::int64_t n) {
+  n = std::min<std::int64_t>(n, file.size());
+  const data::ImageShape& shape = file.shape();
+  at::Tensor raw = torch::empty({n, shape.height, shape.width, shape.channels}, torch::kUInt8);
+  file.readRange(0, n, raw.data_ptr<std::uint8_t>());
+  return data::modelInput(raw);
 }
 
 void writeReconstructionGrid(const std::string& path, const at::Tensor& images,

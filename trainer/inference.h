@@ -15,6 +15,9 @@
 namespace tessera::comm {
 class Communicator;
 }
+namespace tessera::data {
+class ImageFile;
+}
 
 namespace tessera::trainer {
 
@@ -34,6 +37,10 @@ LoadedTask loadTask(const std::string& checkpoint, WeightChoice weights, c10::De
 
 // The image shape the task's model takes (for opening data files).
 data::ImageShape modelImageShape(const TrainConfig& config);
+
+// The first `n` images of `file` (fewer when it has fewer) as model input: NCHW floats in
+// [-1, 1] on the CPU, through the one uint8 -> float conversion (data::modelInput).
+at::Tensor readFirstImages(const data::ImageFile& file, std::int64_t n);
 
 // A PNG grid of rows of originals over rows of their reconstructions, `columns` images wide
 // (both [N, C, H, W] in [-1, 1]). Training previews and `tessera reconstruct` write the same.

@@ -15,7 +15,6 @@
 #include "comm/mpi_session.h"
 #include "core/error.h"
 #include "data/image_file.h"
-#include "data/image_transform.h"
 #include "data/loader.h"
 #include "trainer/agreement.h"
 #include "trainer/blas_info.h"
@@ -139,15 +138,6 @@ void createRunDirectory(const fs::path& dir) {
   }
 }
 
-// The first `n` images of `file` as floats in [-1, 1], NCHW, for reconstruction grids.
-at::Tensor readPreview(const data::ImageFile& file, std::int64_t n) {
-  n = std::min<std::int64_t>(n, file.size());
-  const data::ImageShape& shape = file.shape();
-  at::Tensor raw = torch::empty({n, shape.height, shape.width, shape.channels}, torch::kUInt8);
-  file.readRange(0, n, raw.data_ptr<std::uint8_t>());
-  return data::modelInput(raw, at::Tensor());
-}
-
 MetricsOptions metricsOptions(const TrainConfig& cfg, const comm::World& w) {
   MetricsOptions o;
   o.port = cfg.metrics.port;
@@ -179,14 +169,22 @@ TrainingRun::TrainingRun(const TrainerOptions& options, const comm::MpiSession& 
                globalBatch());
 }
 
-// Every rank checks the files it will read; rank 0 also prepares the run directory and reads the
-// preview images. Local work only: a failure anywhere ends every rank at once (runAgreed).
+// Every rank checks the files it will read and reads the preview images from the test file (or
+// the training file): every rank computes the previews, the same work everywhere, so no rank
+// reaches its next collective a preview's time before the others; rank 0 writes them. Rank 0
+// also prepares the run directory. Local work only: a failure anywhere ends every rank at once
+// (runAgreed).
 void TrainingRun::setUp() {
   runAgreed(*control_, "setup", [&] {
     const data::ImageShape expected = loaderOptions(cfg_, world_).expected;
-    data::ImageFile::open(cfg_.data.train, cfg_.data.dataset, &expected);
-    if (!cfg_.data.test.empty())
-      data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &expected);
+    const data::ImageFile train =
+        data::ImageFile::open(cfg_.data.train, cfg_.data.dataset, &expected);
+    if (cfg_.data.test.empty()) {
+      preview_ = readFirstImages(train, 8);
+    } else {
+      preview_ =
+          readFirstImages(data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &expected), 8);
+    }
     if (!world_.isRoot()) return;
     createRunDirectory(run_dir_);
     std::ofstream(run_dir_ / "config.yaml") << toYaml(cfg_);
@@ -195,10 +193,6 @@ void TrainingRun::setUp() {
                                cfg_.checkpoint.keep_every, cfg_.checkpoint.async});
     jsonl_ = std::make_unique<JsonlWriter>((run_dir_ / "metrics.jsonl").string());
   });
-  // Every rank computes the previews (the same work everywhere, so no rank reaches its next
-  // collective a preview's time before the others); rank 0 writes them.
-  const std::string& source = cfg_.data.test.empty() ? cfg_.data.train : cfg_.data.test;
-  preview_ = readPreview(data::ImageFile::open(source, cfg_.data.dataset), 8);
 }
 
 void TrainingRun::synchroniseModels() {

@@ -11,7 +11,6 @@
 #include "comm/mpi_session.h"
 #include "core/error.h"
 #include "data/image_file.h"
-#include "data/image_transform.h"
 #include "trainer/cli.h"
 #include "trainer/comm_stats_reducer.h"
 #include "trainer/device.h"
@@ -66,11 +65,8 @@ int runReconstruct(const CheckpointArgs& args, const comm::MpiSession& mpi) {
   const c10::Device device = selectDevice(DevicePreference::kAuto, mpi.world());
   LoadedTask m = loadAlone(args.checkpoint, args.weights, device);
   const data::ImageFile file = openFor(m, args.data);
-  const std::int64_t n = std::min<std::int64_t>(args.n > 0 ? args.n : 16, file.size());
-  const data::ImageShape s = file.shape();
-  at::Tensor raw = torch::empty({n, s.height, s.width, s.channels}, torch::kUInt8);
-  file.readRange(0, n, raw.data_ptr<std::uint8_t>());
-  const at::Tensor x = data::modelInput(raw);
+  const at::Tensor x = readFirstImages(file, args.n > 0 ? args.n : 16);
+  const std::int64_t n = x.size(0);
   const at::Tensor recon = m.task->reconstruct(x);
   if (!recon.defined()) {
     throw NotAvailable("task '" + m.task->name() + "' of " + args.checkpoint +

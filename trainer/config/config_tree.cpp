@@ -62,6 +62,19 @@ std::size_t editDistance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+std::string closestName(const std::string& word, const std::vector<std::string>& names) {
+  std::string closest;
+  std::size_t best = std::string::npos;
+  for (const auto& name : names) {
+    const std::size_t d = editDistance(word, name);
+    if (d < best && d <= std::max<std::size_t>(2, name.size() / 3)) {
+      best = d;
+      closest = name;
+    }
+  }
+  return closest;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Loading and merging
 
@@ -393,16 +406,9 @@ class Binder : public FieldVisitor {
         return;
       }
     }
-    std::string hint;
-    std::size_t best = std::string::npos;
-    for (const auto& name : names) {
-      const std::size_t d = editDistance(n.Scalar(), name);
-      if (d < best && d <= std::max<std::size_t>(2, name.size() / 3)) {
-        best = d;
-        hint = " (did you mean '" + name + "'?)";
-      }
-    }
-    fail(k, "expected one of " + list + ", got " + show(n) + hint);
+    const std::string closest = closestName(n.Scalar(), names);
+    fail(k, "expected one of " + list + ", got " + show(n) +
+                (closest.empty() ? "" : " (did you mean '" + closest + "'?)"));
   }
 
  protected:

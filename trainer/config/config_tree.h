@@ -46,4 +46,8 @@ std::vector<std::string> listKeys(const Schema& schema);
 // Levenshtein distance; exposed for tests.
 std::size_t editDistance(const std::string& a, const std::string& b);
 
+// The name of `names` closest to `word` when it is close enough to be a likely misspelling
+// (edit distance at most max(2, length / 3)); "" otherwise.
+std::string closestName(const std::string& word, const std::vector<std::string>& names);
+
 }  // namespace tessera::trainer::config

@@ -63,6 +63,7 @@ void fsyncPath(const std::string& path, int flags) {
 DatasetWriter::DatasetWriter(std::string path, std::int64_t count, ImageShape shape, bool labels,
                              WriteOptions options)
     : impl_(std::make_unique<Impl>()) {
+  const detail::Hdf5Lock lock;
   detail::quietErrors();
   Impl& d = *impl_;
   d.path = std::move(path);
@@ -145,6 +146,7 @@ void DatasetWriter::append(const std::uint8_t* images, const std::int64_t* label
                 " would exceed the " + std::to_string(d.count) + " of '" + d.path + "'");
   }
   if (n == 0) return;
+  const detail::Hdf5Lock lock;
   detail::quietErrors();
   writeSlab(d.images.get(), d.written, n, H5T_NATIVE_UINT8, images,
             "writing images to '" + d.temp_path + "'");
@@ -168,11 +170,14 @@ void DatasetWriter::commit() {
     throw Error("'" + d.path + "' is incomplete: " + std::to_string(d.written) + " of " +
                 std::to_string(d.count) + " images written");
   }
-  detail::quietErrors();
-  d.labels.reset();
-  d.images.reset();
-  checkHdf5(H5Fflush(d.file.get(), H5F_SCOPE_GLOBAL), "flushing '" + d.temp_path + "'", false);
-  d.file.reset();
+  {
+    const detail::Hdf5Lock lock;
+    detail::quietErrors();
+    d.labels.reset();
+    d.images.reset();
+    checkHdf5(H5Fflush(d.file.get(), H5F_SCOPE_GLOBAL), "flushing '" + d.temp_path + "'", false);
+    d.file.reset();
+  }
   fsyncPath(d.temp_path, O_RDONLY);
   std::error_code ec;
   std::filesystem::rename(d.temp_path, d.path, ec);

@@ -41,6 +41,7 @@ long long checkHdf5(long long status, const std::string& what, bool user_input) 
 void quietErrors() {
   thread_local bool quiet = false;
   if (!quiet) {
+    const Hdf5Lock lock;
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
     quiet = true;
   }
@@ -95,7 +96,16 @@ RowSelection selectRows(hid_t dataset, std::int64_t start, std::int64_t count,
 
 }  // namespace detail
 
+bool hdf5ThreadSafe() {
+  return detail::hdf5ThreadSafe();
+}
+
+void setHdf5LockAlways(bool always) {
+  detail::hdf5LockAlways().store(always, std::memory_order_release);
+}
+
 std::string hdf5Version() {
+  const detail::Hdf5Lock lock;
   unsigned major = 0, minor = 0, release = 0;
   H5get_libversion(&major, &minor, &release);
   return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(release);

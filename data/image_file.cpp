@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <mutex>
 #include <system_error>
 #include <vector>
 
@@ -33,7 +32,7 @@ struct ImageFile::Impl {
   Handle labels;
   // Direct reads (README "Dataset format"): when the images are stored unfiltered, either
   // contiguously or in chunks of whole images, readRange() reads them by file offset with
-  // pread(2) on its own descriptor: no HDF5 call, so no lock, and workers read in parallel.
+  // pread(2) on its own descriptor: no HDF5 call, so no Hdf5Lock, and workers read in parallel.
   // extents[e] is the file offset of images [e * extent_images, (e + 1) * extent_images).
   int fd = -1;
   std::int64_t extent_images = 0;
@@ -45,9 +44,6 @@ struct ImageFile::Impl {
   void readHdf5(std::int64_t start, std::int64_t count, std::uint8_t* out) const;
   // The first and the last image read both ways: a layout this code misreads is never used.
   bool directReadsAgree() const;
-  // Serialises HDF5 reads: the hyperslab selections are per call, but an HDF5 build without
-  // --enable-threadsafe must never be entered by two threads at once.
-  mutable std::mutex mutex;
 };
 
 namespace {
@@ -263,6 +259,7 @@ ImageFile::~ImageFile() = default;
 
 ImageFile ImageFile::open(const std::string& path, const std::string& dataset,
                           const ImageShape* expected) {
+  const detail::Hdf5Lock lock;
   detail::quietErrors();
   checkExists(path);
   auto impl = std::make_unique<Impl>();
@@ -411,7 +408,7 @@ void checkRange(const ImageFile& f, std::int64_t start, std::int64_t count, cons
 }  // namespace
 
 void ImageFile::Impl::readHdf5(std::int64_t start, std::int64_t count, std::uint8_t* out) const {
-  std::lock_guard<std::mutex> lock(mutex);
+  const detail::Hdf5Lock lock;
   detail::quietErrors();
   readSlab(images.get(), start, count, H5T_NATIVE_UINT8, out,
            "reading images [" + std::to_string(start) + ", " + std::to_string(start + count) +
@@ -475,7 +472,7 @@ void ImageFile::readLabels(std::int64_t start, std::int64_t count, std::int64_t*
   if (!hasLabels()) throw Error("data file '" + impl_->path + "' has no labels");
   checkRange(*this, start, count, "labels");
   if (count == 0) return;
-  std::lock_guard<std::mutex> lock(impl_->mutex);
+  const detail::Hdf5Lock lock;
   detail::quietErrors();
   readSlab(impl_->labels.get(), start, count, H5T_NATIVE_INT64, out,
            "reading labels of data file '" + impl_->path + "'");

@@ -59,7 +59,6 @@ JsonObject benchmarkRawRead(const std::string& path, const std::string& dataset,
                             std::int64_t batch_images, std::int64_t images) {
   using detail::checkHdf5;
   using detail::Handle;
-  detail::quietErrors();
   // Checks the file like the loader would, and closes it: HDF5 refuses to open one file twice
   // with different locking flags. The timed part below is plain HDF5.
   std::int64_t size = 0, bytes = 0;
@@ -72,6 +71,8 @@ JsonObject benchmarkRawRead(const std::string& path, const std::string& dataset,
   batch_images = std::max<std::int64_t>(1, batch_images);
 
   const auto t0 = Clock::now();
+  const detail::Hdf5Lock lock;
+  detail::quietErrors();
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   checkHdf5(file.get(), "opening '" + path + "'");
   Handle ds(H5Dopen2(file.get(), dataset.c_str(), H5P_DEFAULT), H5Dclose);

@@ -11,6 +11,7 @@ void writeRawDataset(const std::string& path, const std::string& name,
                      const std::vector<std::uint64_t>& chunk) {
   using detail::checkHdf5;
   using detail::Handle;
+  const detail::Hdf5Lock lock;
   detail::quietErrors();
   Handle file;
   if (std::filesystem::exists(path)) {

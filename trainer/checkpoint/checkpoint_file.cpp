@@ -57,7 +57,8 @@ const Dtype* dtypeNamed(const std::string& name) {
 }
 
 // HDF5 prints its error stack to stderr on every failure unless told not to; failures reach the
-// caller as exceptions instead. The setting is per thread (the library is thread-safe).
+// caller as exceptions instead. The setting is per thread in a thread-safe HDF5 and global in
+// another one, so it is made, and restored, under the process-wide HDF5 lock (data/detail/hdf5.h).
 class QuietHdf5 {
  public:
   QuietHdf5() {
@@ -630,7 +631,6 @@ void validateTrainingState(const TrainingState& state) {
 
 void writeCheckpointFile(const std::string& path, const TrainingState& state) {
   validateTrainingState(state);
-  QuietHdf5 quiet;
   // HDF5 builds the file in memory (core driver) and the bytes go to disk through DurableFile.
   // HDF5 1.10 cannot survive a failing disk write itself: when H5Fclose's flush fails, the file's
   // id stays registered over freed state and the process crashes at exit. In memory nothing can
@@ -638,6 +638,11 @@ void writeCheckpointFile(const std::string& path, const TrainingState& state) {
   // file image in memory beside the state while it is written.
   CapturedImage image;
   {
+    // Loader threads read data files through HDF5 at the same time: every HDF5 call of this
+    // thread runs under the process-wide lock (taken only when HDF5 is not thread-safe), held
+    // until the file is closed; writing the bytes to disk below needs no HDF5.
+    const data::detail::Hdf5Lock lock;
+    QuietHdf5 quiet;
     Handle fapl(okWrite(H5Pcreate(H5P_FILE_ACCESS), path, "creating a property list"), H5Pclose);
     const std::size_t increment =
         static_cast<std::size_t>(state.bytes()) + 4096 * state.tensors.size() + (1 << 20);
@@ -687,6 +692,7 @@ void writeCheckpointFile(const std::string& path, const TrainingState& state) {
 }
 
 TrainingState readCheckpointFile(const std::string& path) {
+  const data::detail::Hdf5Lock lock;
   QuietHdf5 quiet;
   try {
     return readVerified(path);

@@ -65,17 +65,33 @@ LoaderOptions checked(LoaderOptions o) {
   return o;
 }
 
-// Recycles batch image buffers. Fresh memory costs a page fault per 4 KiB on first touch, which
+// Hands out batch image buffers.
+//
+// Pageable buffers are recycled. Fresh memory costs a page fault per 4 KiB on first touch, which
 // for a 12 MB batch of 64x64x3 floats takes longer than reading and converting it (measured
 // ~35 ms vs ~8 ms on a VM). Batches hand out aliases of pooled tensors; a buffer is free again
 // once the pool holds the only reference to its storage (the consumer dropped every alias and
-// view). Past `capacity` buffers, new ones are allocated unpooled.
+// view). That is also when nothing reads it any more: a copy out of pageable memory, to a GPU
+// with non_blocking included, has read its source by the time the call returns. Past `capacity`
+// buffers, new ones are allocated unpooled.
+//
+// Pinned buffers are never recycled here. A non-blocking copy out of pinned memory returns before
+// the device has read it, so the consumer may drop its last reference while the copy is still
+// queued, and a recycled buffer would be overwritten under it. Each pinned batch is allocated
+// afresh from LibTorch's caching host allocator instead: it records an event on the copy's
+// stream for every non-blocking copy out of one of its blocks, and hands a freed block out again
+// only once those events have completed. Its blocks stay page-locked (and so touched), so reuse
+// costs no page faults either.
 class BufferPool {
  public:
   BufferPool(std::vector<std::int64_t> sizes, at::TensorOptions options, std::size_t capacity)
-      : sizes_(std::move(sizes)), options_(options), capacity_(capacity) {}
+      : sizes_(std::move(sizes)),
+        options_(options),
+        recycle_(!options.pinned_memory()),
+        capacity_(capacity) {}
 
   at::Tensor acquire() {
+    if (!recycle_) return at::empty(sizes_, options_);
     std::lock_guard<std::mutex> lock(mutex_);
     for (const at::Tensor& t : buffers_) {
       if (t.storage().use_count() == 1) return t.alias();
@@ -88,6 +104,7 @@ class BufferPool {
  private:
   const std::vector<std::int64_t> sizes_;
   const at::TensorOptions options_;
+  const bool recycle_;
   const std::size_t capacity_;
   std::mutex mutex_;
   std::vector<at::Tensor> buffers_;

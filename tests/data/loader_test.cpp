@@ -2,6 +2,7 @@
 // augmentation, exact resume, error propagation and shutdown at any moment.
 #include <gtest/gtest.h>
 
+#include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/randint.h>
@@ -14,7 +15,14 @@
 #include "core/error.h"
 #include "data/image_transform.h"
 #include "data/loader.h"
+#include "tessera/config.h"
 #include "tests/data/data_test_support.h"
+
+#if TESSERA_WITH_CUDA
+#include <ATen/cuda/Sleep.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace tessera::data {
 namespace {
@@ -288,21 +296,92 @@ TEST_F(LoaderTest, StopsCleanlyAtAnyMoment) {
   }
 }
 
-TEST_F(LoaderTest, HeldBatchesAreNeverOverwrittenAndDroppedOnesAreReused) {
+// A batch's buffer is never written again while the consumer holds any reference to it (the
+// tensor or a view), whether or not batches are pinned. Pageable buffers are recycled once
+// dropped; pinned ones are never recycled by the loader (see the next test).
+class HeldBatchTest : public LoaderTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(HeldBatchTest, HeldBatchesAreNeverOverwritten) {
+  const bool pinned = GetParam();
+  // A LibTorch with CUDA but no GPU throws on pinned allocation; a build without CUDA ignores
+  // pin_memory. Only the pinned variant is skipped, and only without a GPU.
+  if (pinned && !at::hasCUDA()) GTEST_SKIP() << "pinned batches need a CUDA device";
+  for (const auto output : {LoaderOptions::Output::kFloat, LoaderOptions::Output::kUint8}) {
+    LoaderOptions o = baseOptions(path());
+    o.workers = 2;
+    o.prefetch = 3;
+    o.pin_memory = pinned;
+    o.output = output;
+    o.hflip = true;
+    Loader loader(o, DataPosition{});
+    const Batch held = loader.next();
+    const at::Tensor view = loader.next().images.narrow(0, 1, 2);  // a view keeps its buffer too
+    const at::Tensor held_copy = held.images.clone();
+    const at::Tensor view_copy = view.clone();
+    if (pinned) {
+      EXPECT_TRUE(held.images.is_pinned());
+    }
+    std::set<const void*> buffers;
+    for (int i = 0; i < 60; ++i) {
+      const Batch b = loader.next();
+      const void* storage = b.images.storage().data();
+      EXPECT_NE(storage, held.images.storage().data()) << "batch " << i << " reuses a held buffer";
+      EXPECT_NE(storage, view.storage().data()) << "batch " << i << " reuses a viewed buffer";
+      buffers.insert(storage);
+    }
+    EXPECT_TRUE(held.images.equal(held_copy)) << "a held batch changed";
+    EXPECT_TRUE(view.equal(view_copy)) << "a held view changed";
+    if (!pinned) {
+      EXPECT_LE(buffers.size(), 3u + 2u + 4u) << "dropped batches' buffers were not reused";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(PinMemory, HeldBatchTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? std::string("Pinned") : std::string("Pageable");
+                         });
+
+// The training step copies a pinned batch to the GPU with non_blocking=true and drops it at once.
+// The copy is held back behind a GPU sleep on its stream while the loader builds many more
+// batches: none may reuse the dropped buffer before the copy has read it, so the GPU ends up with
+// the batch as it was handed out. (A loader that recycled a buffer once its last reference was
+// gone overwrote it under the queued copy.)
+TEST_F(LoaderTest, PinnedBatchIsNotReusedBeforeItsCopyToTheGpuCompletes) {
+#if !TESSERA_WITH_CUDA
+  GTEST_SKIP() << "built without CUDA: batches are never pinned";
+#else
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   LoaderOptions o = baseOptions(path());
   o.workers = 2;
   o.prefetch = 3;
+  o.pin_memory = true;
+  o.output = LoaderOptions::Output::kUint8;
   Loader loader(o, DataPosition{});
-  const Batch held = loader.next();
-  const at::Tensor view = loader.next().images.narrow(0, 1, 2);  // a view keeps its buffer too
-  const auto held_images = floatsOf(held.images);
-  const auto view_images = floatsOf(view);
-  std::set<const void*> buffers;
-  for (int i = 0; i < 40; ++i) buffers.insert(loader.next().images.data_ptr());
-  EXPECT_EQ(floatsOf(held.images), held_images);
-  EXPECT_EQ(floatsOf(view), view_images);
-  EXPECT_EQ(buffers.count(held.images.data_ptr()), 0u);
-  EXPECT_LE(buffers.size(), 3u + 2u + 4u) << "dropped batches' buffers were not reused";
+  Batch batch = loader.next();
+  ASSERT_TRUE(batch.images.is_pinned());
+  const at::Tensor expected = batch.images.clone();
+  const void* buffer = batch.images.storage().data();
+  c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
+  at::Tensor on_gpu;
+  {
+    c10::cuda::CUDAStreamGuard guard(stream);
+    at::cuda::sleep(std::int64_t{2} << 30);  // about a second: the copy below stays queued
+    on_gpu = batch.images.to(at::Device(at::kCUDA), /*non_blocking=*/true);
+  }
+  batch = Batch{};  // the consumer's last reference goes, as after a training step's copy
+  bool reused = false;
+  for (int i = 0; i < 60; ++i) reused |= loader.next().images.storage().data() == buffer;
+  const bool copy_was_pending = !stream.query();
+  stream.synchronize();
+  EXPECT_TRUE(on_gpu.cpu().equal(expected)) << "the batch changed under its pending copy";
+  if (copy_was_pending) {
+    EXPECT_FALSE(reused) << "the buffer was handed out again while its copy was queued";
+  } else {
+    ADD_FAILURE() << "the GPU sleep ended before the loader had built 60 batches; the test "
+                     "proved nothing";
+  }
+#endif
 }
 
 TEST_F(LoaderTest, MeasuresTheTimeSpentWaiting) {

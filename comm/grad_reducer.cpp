@@ -20,7 +20,22 @@ double secondsBetween(SteadyClock::time_point a, SteadyClock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+// The reducer whose synchronising backward is in progress on each communicator (prepare(true)
+// to finish()). Two at once would interleave their bucket all-reduces differently on different
+// ranks.
+std::mutex g_active_mutex;
+std::map<const Communicator*, std::string> g_active;  // communicator -> "name (step s)"
+
 }  // namespace
+
+void GradReducer::checkIdle(const Communicator& comm, const std::string& what) {
+  std::lock_guard<std::mutex> lock(g_active_mutex);
+  auto it = g_active.find(&comm);
+  if (it != g_active.end()) {
+    throw Error(what + " while the backward of " + it->second +
+                " is being reduced on the same communicator: finish() it first");
+  }
+}
 
 struct GradReducer::Impl {
   struct Slot {
@@ -137,6 +152,14 @@ struct GradReducer::Impl {
 
   void onGradReady(std::size_t slot_index) {
     std::lock_guard<std::mutex> lock(mutex);
+    if (phase == Phase::kIdle) {
+      // A backward outside this reducer's prepare()/finish() (another optimizer's loss that runs
+      // through these parameters) would add into the buckets that the next update reduces.
+      throw Error(describeSlot(slots[slot_index]) +
+                  " received a gradient outside prepare()/finish(): another optimizer's "
+                  "backward reached these parameters (freeze them while it runs, as "
+                  "trainer::Updaters::update does, or detach their output)");
+    }
     if (phase != Phase::kSync) return;
     Slot& slot = slots[slot_index];
     Bucket& bucket = buckets[slot.bucket];
@@ -276,6 +299,10 @@ GradReducer::GradReducer(Communicator& comm, std::vector<at::Tensor> params,
 }
 
 GradReducer::~GradReducer() {
+  if (impl_->phase == Impl::Phase::kSync) {
+    std::lock_guard<std::mutex> active(g_active_mutex);
+    g_active.erase(&impl_->comm);
+  }
   for (auto& slot : impl_->slots) {
     if (slot.accumulator) slot.accumulator->del_post_hook(slot.hook);
   }
@@ -294,6 +321,16 @@ void GradReducer::prepare(bool sync, std::int64_t step) {
   if (!sync) {
     im.phase = Impl::Phase::kAccumulate;
     return;
+  }
+  {
+    std::lock_guard<std::mutex> active(g_active_mutex);
+    auto [it, inserted] =
+        g_active.emplace(&im.comm, im.options.name + " (step " + std::to_string(step) + ")");
+    if (!inserted) {
+      throw Error(im.options.name + ": prepare() of a synchronising backward at step " +
+                  std::to_string(step) + " while the backward of " + it->second +
+                  " is being reduced on the same communicator: finish() it first");
+    }
   }
   im.phase = Impl::Phase::kSync;
   for (auto& slot : im.slots) slot.ready = false;
@@ -320,6 +357,10 @@ void GradReducer::finish() {
   // Whatever happens below, this step is over: a CommError ends the job, and the next
   // prepare() must not refuse to run in a caller that handles other errors.
   im.phase = Impl::Phase::kIdle;
+  {
+    std::lock_guard<std::mutex> active(g_active_mutex);
+    g_active.erase(&im.comm);
+  }
   const auto started = SteadyClock::now();
   ReducerStats stats;
   if (im.comm.size() > 1) {

@@ -21,7 +21,18 @@
 // At world size 1 nothing is communicated (nor compressed). Parameters must keep their device
 // and dtype for the reducer's lifetime (the hooks live on their gradient accumulators).
 //
-// One reducer per optimizer (VQGAN has two). Use:
+// Several reducers on one communicator (one per optimizer: VQGAN has two) follow two rules,
+// both enforced (Error):
+//  - one synchronising backward at a time per communicator: a reducer's prepare(true) ...
+//    finish() must not overlap another's on the same communicator (checkIdle() tells other
+//    collectives on it the same);
+//  - a reducer's parameters get gradients only between its own prepare() and finish(): a
+//    backward that reaches them at another time (a generator's loss run through the
+//    discriminator) throws from that backward instead of adding into the buckets that the
+//    discriminator's next update would reduce. Freeze the other model's parameters
+//    (requires_grad false) while such a loss is built and backpropagated.
+//
+// Use:
 //   reducer.zeroGrad();
 //   for (micro-batch m of M) { reducer.prepare(m == M - 1, step); loss.backward(); }
 //   reducer.finish();
@@ -92,6 +103,10 @@ class GradReducer {
   double lossScale() const;
 
   void setOverlap(bool overlap);
+
+  // Throws Error naming `what` when some reducer's synchronising backward is in progress on
+  // `comm` (another collective issued now could interleave with its bucket all-reduces).
+  static void checkIdle(const Communicator& comm, const std::string& what);
   // Indices into the constructor's parameter list, per bucket in launch order.
   std::vector<std::vector<std::size_t>> bucketLayout() const;
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "data/image_file.h"
+#include "trainer/inference.h"
 
 namespace tessera::trainer {
 
@@ -53,22 +54,13 @@ ReconstructionMetrics evaluateVqVae(models::VqVae& model, const data::ImageFile&
   const std::int64_t total = limit > 0 ? std::min(limit, file.size()) : file.size();
   const std::int64_t begin = total * reducer.rank() / reducer.size();
   const std::int64_t end = total * (reducer.rank() + 1) / reducer.size();
-  const data::ImageShape shape = file.shape();
   const std::int64_t k = model->options().quantizer.codebook_size;
 
   // sums: squared error, pixels, per-image PSNR, SSIM, images; then code counts.
   at::Tensor sums = torch::zeros({5 + k}, torch::kDouble);
-  std::vector<std::uint8_t> buffer;
   for (std::int64_t start = begin; start < end; start += batch_size) {
     const std::int64_t count = std::min(batch_size, end - start);
-    buffer.resize(static_cast<std::size_t>(count * shape.height * shape.width * shape.channels));
-    file.readRange(start, count, buffer.data());
-    const at::Tensor raw =
-        torch::from_blob(buffer.data(), {count, shape.height, shape.width, shape.channels},
-                         torch::kUInt8)
-            .permute({0, 3, 1, 2})
-            .to(torch::kFloat);
-    const at::Tensor x = (raw / 127.5 - 1).to(device);
+    const at::Tensor x = readImages(file, start, count).to(device);
     const models::VqVaeOutput out = model->forward(x);
     const at::Tensor a = ((x + 1) / 2).to(torch::kFloat);
     const at::Tensor b = ((out.reconstruction.clamp(-1, 1) + 1) / 2).to(torch::kFloat);

@@ -23,7 +23,11 @@ LoadedTask loadTask(const std::string& checkpoint, WeightChoice weights, c10::De
   LoadedTask out;
   out.config = parseTrainConfig(text->second, checkpoint + " (stored config)");
   out.grads = std::move(grads);
-  out.task = makeTask(out.config, device, *out.grads);
+  TaskEnvironment env;
+  env.device = device;
+  env.grads = out.grads.get();
+  env.image = modelImageShape(out.config);
+  out.task = makeTask(out.config, env);
   if (auto name = state.texts.find("task");
       name != state.texts.end() && name->second != out.task->name()) {
     throw InputError(checkpoint + ": the checkpoint was written by task '" + name->second +
@@ -44,15 +48,24 @@ LoadedTask loadTask(const std::string& checkpoint, WeightChoice weights, c10::De
 }
 
 data::ImageShape modelImageShape(const TrainConfig& c) {
-  return {c.model.image_size, c.model.image_size, c.model.in_channels};
+  if (c.data.image_size <= 0 || c.data.channels <= 0) {
+    throw InputError(
+        "the stored configuration has no image shape (data.image_size, "
+        "data.channels): the checkpoint was written by an older Tessera");
+  }
+  return dataImageShape(c);
+}
+
+at::Tensor readImages(const data::ImageFile& file, std::int64_t start, std::int64_t count) {
+  const data::ImageShape& shape = file.shape();
+  at::Tensor raw =
+      torch::empty({count, shape.height, shape.width, shape.channels}, torch::kUInt8);
+  file.readRange(start, count, raw.data_ptr<std::uint8_t>());
+  return data::modelInput(raw);
 }
 
 at::Tensor readFirstImages(const data::ImageFile& file, std::int64_t n) {
-  n = std::min<std::int64_t>(n, file.size());
-  const data::ImageShape& shape = file.shape();
-  at::Tensor raw = torch::empty({n, shape.height, shape.width, shape.channels}, torch::kUInt8);
-  file.readRange(0, n, raw.data_ptr<std::uint8_t>());
-  return data::modelInput(raw);
+  return readImages(file, 0, std::min<std::int64_t>(n, file.size()));
 }
 
 void writeReconstructionGrid(const std::string& path, const at::Tensor& images,

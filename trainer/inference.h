@@ -38,8 +38,11 @@ LoadedTask loadTask(const std::string& checkpoint, WeightChoice weights, c10::De
 // The image shape the task's model takes (for opening data files).
 data::ImageShape modelImageShape(const TrainConfig& config);
 
-// The first `n` images of `file` (fewer when it has fewer) as model input: NCHW floats in
-// [-1, 1] on the CPU, through the one uint8 -> float conversion (data::modelInput).
+// Images [start, start + count) of `file` as model input: NCHW floats in [-1, 1] on the CPU,
+// through the one uint8 -> float conversion that training uses (data::modelInput). Evaluation and
+// previews read through it.
+at::Tensor readImages(const data::ImageFile& file, std::int64_t start, std::int64_t count);
+// The first `n` images of `file` (fewer when it has fewer).
 at::Tensor readFirstImages(const data::ImageFile& file, std::int64_t n);
 
 // A PNG grid of rows of originals over rows of their reconstructions, `columns` images wide

@@ -2,7 +2,11 @@
 
 #include <torch/torch.h>
 
+#include "comm/communicator.h"
 #include "core/error.h"
+
+#include <cmath>
+#include <stdexcept>
 
 namespace tessera::trainer {
 namespace {
@@ -51,7 +55,8 @@ void ModelUpdater::finishBackward() {
   for (const auto& p : params_) {
     if (p.grad().defined()) norms.push_back(p.grad().to(at::kFloat).pow(2).sum());
   }
-  grad_norm_ = norms.empty() ? 0.0 : std::sqrt(at::stack(norms).sum().item<double>());
+  grad_norm_tensor_ =
+      norms.empty() ? torch::zeros({}, torch::kFloat) : at::stack(norms).sum().sqrt();
 }
 
 void ModelUpdater::apply(double lr) {
@@ -96,6 +101,105 @@ void ModelUpdater::restoreState(const std::map<std::string, at::Tensor>& tensors
   };
   adam_.loadState(pick("optim/" + name_ + "/"), count("optim/" + name_ + "/steps"));
   if (ema_) ema_->loadState(pick("ema/" + name_ + "/"), count("ema/" + name_ + "/updates"));
+}
+
+namespace {
+
+// Parameters of the other updaters stop requiring grad for a scope, so that a loss run through
+// their module builds no graph into them (and their reducers see no gradient).
+class FreezeOthers {
+ public:
+  FreezeOthers(const std::vector<std::unique_ptr<ModelUpdater>>& all, const ModelUpdater& keep) {
+    for (const auto& u : all) {
+      if (u.get() == &keep) continue;
+      for (const at::Tensor& p : u->parameters()) {
+        if (!p.requires_grad()) continue;
+        at::Tensor(p).requires_grad_(false);
+        frozen_.push_back(p);
+      }
+    }
+  }
+  ~FreezeOthers() {
+    for (at::Tensor& p : frozen_) p.requires_grad_(true);
+  }
+  FreezeOthers(const FreezeOthers&) = delete;
+  FreezeOthers& operator=(const FreezeOthers&) = delete;
+
+ private:
+  std::vector<at::Tensor> frozen_;
+};
+
+}  // namespace
+
+ModelUpdater& Updaters::add(const std::string& name, torch::nn::Module& module,
+                            UpdaterOptions options) {
+  for (const auto& u : updaters_) {
+    if (u->name() == name) throw std::logic_error("Updaters: '" + name + "' added twice");
+  }
+  updaters_.push_back(std::make_unique<ModelUpdater>(name, module, comm_, std::move(options)));
+  return *updaters_.back();
+}
+
+ModelUpdater& Updaters::operator[](const std::string& name) {
+  for (const auto& u : updaters_) {
+    if (u->name() == name) return *u;
+  }
+  throw std::logic_error("Updaters: no optimizer '" + name + "'");
+}
+
+OptimizerOutcome Updaters::update(const std::string& name, const StepContext& ctx,
+                                  int micro_batches, const std::function<at::Tensor(int)>& loss) {
+  ModelUpdater& u = (*this)[name];
+  OptimizerOutcome out;
+  out.name = name;
+  out.lr = ctx.lr(name);
+  const int n = std::max(1, micro_batches);
+  at::Tensor total;
+  {
+    FreezeOthers freeze(updaters_, u);
+    u.zeroGrad();
+    for (int i = 0; i < n; ++i) {
+      u.prepareBackward(i == n - 1, ctx.step);
+      const at::Tensor l = loss(i);
+      (l * (u.lossScale() / n)).backward();
+      const at::Tensor value = l.detach().to(at::kDouble);
+      total = total.defined() ? total + value : value;
+    }
+    u.finishBackward();
+  }
+  // The one host read of the update: the mean loss and the gradient norm, together.
+  const at::Tensor host =
+      at::stack({total / n, u.gradNormTensor().detach().to(at::kDouble).to(total.device())}).cpu();
+  const double mean_loss = host[0].item<double>();
+  out.grad_norm = host[1].item<double>();
+  u.setGradNorm(out.grad_norm);
+  const bool ok = std::isfinite(mean_loss) && std::isfinite(out.grad_norm);
+  out.applied = ctx.agree_finite ? ctx.agree_finite(ok) : ok;
+  if (out.applied) u.apply(out.lr);
+  return out;
+}
+
+void Updaters::average(std::vector<at::Tensor>& tensors, const std::string& what,
+                       std::int64_t step) {
+  comm::GradReducer::checkIdle(comm_, "averaging " + what);
+  if (comm_.size() == 1 || tensors.empty()) return;
+  comm_.allReduce(tensors, comm::ReduceOp::kAverage, {"allreduce", what, step, -1});
+}
+
+void Updaters::collectState(std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                            std::map<std::string, std::int64_t>& ints) const {
+  for (const auto& u : updaters_) u->collectState(tensors, ints);
+}
+
+void Updaters::restoreState(const std::map<std::string, at::Tensor>& tensors,
+                            const std::map<std::string, std::int64_t>& ints) {
+  for (const auto& u : updaters_) u->restoreState(tensors, ints);
+}
+
+std::vector<const comm::ReducerStats*> Updaters::commStats() const {
+  std::vector<const comm::ReducerStats*> out;
+  for (const auto& u : updaters_) out.push_back(&u->commStats());
+  return out;
 }
 
 }  // namespace tessera::trainer

@@ -33,19 +33,41 @@ namespace tessera::trainer {
 class TrainingMetrics;
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
+// What the loop gives a task for one step.
 struct StepContext {
   std::int64_t step = 0;  // 0-based optimizer step
-  double lr = 0;          // learning rate of this step (after warm-up/schedule/rollbacks)
-  // True when `local_ok` is true on every rank (one small all-reduce). A task calls it once per
-  // optimizer it is about to step, after the gradients are reduced, and skips the update (for
-  // every rank alike) when it returns false.
+  // Learning rate of each optimizer of the task for this step (after warm-up, schedule and
+  // rollbacks), by the optimizer's name.
+  std::map<std::string, double> lrs;
+  // True when `local_ok` is true on every rank (one small all-reduce). ModelUpdater::update
+  // calls it once per optimizer update, after the gradients are reduced; the update is skipped
+  // on every rank alike when it returns false.
   std::function<bool(bool local_ok)> agree_finite;
+
+  double lr(const std::string& optimizer) const;  // InputError-free: a missing name is a bug
+};
+
+// What became of one optimizer's update in a step.
+struct OptimizerOutcome {
+  std::string name;
+  bool applied = false;  // false: skipped because a loss or gradient was non-finite on some rank
+  double grad_norm = 0;  // global L2 norm of the averaged gradients before clipping
+  double lr = 0;
 };
 
 struct StepResult {
-  std::vector<std::pair<std::string, double>> losses;  // this rank's loss terms ("loss" first)
-  bool applied = true;                                 // false: skipped as non-finite
-  double grad_norm = 0;
+  // This rank's loss terms by name, as 0-dim tensors on the training device (the loop reads
+  // them at report time, so a step does not wait for the device to log them). Terms may appear
+  // in some steps only (a discriminator after its start step): each is averaged over the steps
+  // that had it.
+  std::vector<std::pair<std::string, at::Tensor>> losses;
+  // One entry per optimizer update taken this step, in order (none: no optimizer ran).
+  std::vector<OptimizerOutcome> updates;
+
+  // False when some update of the step was skipped as non-finite.
+  bool finite() const;
+  // True when some update was applied: the step counts as taken.
+  bool advanced() const;
 };
 
 class Task {

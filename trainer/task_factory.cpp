@@ -1,15 +1,21 @@
 #include "trainer/task_factory.h"
 
 #include <functional>
+#include <mutex>
 #include <stdexcept>
 
+#include "core/error.h"
+#include "data/image_file.h"
+#include "trainer/config/config_tree.h"
+#include "trainer/tasks/vqvae_config.h"
 #include "trainer/tasks/vqvae_task.h"
 
 namespace tessera::trainer {
 
-models::VqVaeOptions vqvaeOptions(const TrainConfig& c) {
+models::VqVaeOptions vqvaeOptions(const TrainConfig& config, int in_channels) {
+  const VqVaeConfig& c = config.taskConfig<VqVaeConfig>();
   models::VqVaeOptions o;
-  o.in_channels = c.model.in_channels;
+  o.in_channels = in_channels;
   o.hidden = c.model.hidden;
   o.res_hidden = c.model.res_hidden;
   o.res_blocks = c.model.res_blocks;
@@ -37,7 +43,7 @@ models::VqVaeOptions vqvaeOptions(const TrainConfig& c) {
   q.restart_threshold = c.quantizer.restart_threshold;
   q.restart_every = c.quantizer.restart_every;
   q.usage_window = c.quantizer.usage_window;
-  q.seed = static_cast<std::uint64_t>(c.run.seed);
+  q.seed = static_cast<std::uint64_t>(config.run.seed);
   return o;
 }
 
@@ -59,15 +65,16 @@ comm::GradReducerOptions reducerOptions(const CommConfig& c) {
   return o;
 }
 
-UpdaterOptions updaterOptions(const TrainConfig& c) {
+UpdaterOptions updaterOptions(const TrainConfig& c, const std::string& optimizer) {
+  const OptimConfig& opt = c.optimizer(optimizer);
   UpdaterOptions o;
-  o.adam.beta1 = c.optim.betas.at(0);
-  o.adam.beta2 = c.optim.betas.at(1);
-  o.adam.eps = c.optim.eps;
-  o.adam.weight_decay = c.optim.weight_decay;
-  o.adam.decoupled_weight_decay = c.optim.name == OptimizerKind::kAdamW;
-  o.clip_grad_norm = c.optim.clip_grad_norm;
-  o.ema = c.optim.ema;
+  o.adam.beta1 = opt.betas.at(0);
+  o.adam.beta2 = opt.betas.at(1);
+  o.adam.eps = opt.eps;
+  o.adam.weight_decay = opt.weight_decay;
+  o.adam.decoupled_weight_decay = opt.name == OptimizerKind::kAdamW;
+  o.clip_grad_norm = opt.clip_grad_norm;
+  o.ema = opt.ema;
   o.reducer = reducerOptions(c.comm);
   o.reducer.caller_scales_loss = true;  // tasks multiply their losses by ModelUpdater::lossScale()
   return o;
@@ -77,7 +84,7 @@ data::LoaderOptions loaderOptions(const TrainConfig& c, const comm::World& w, bo
   data::LoaderOptions o;
   o.path = c.data.train;
   o.dataset = c.data.dataset;
-  o.expected = {c.model.image_size, c.model.image_size, c.model.in_channels};
+  o.expected = dataImageShape(c);
   o.batch_size = c.data.batch_size;
   o.rank = w.rank;
   o.world = w.size;
@@ -97,52 +104,112 @@ data::LoaderOptions loaderOptions(const TrainConfig& c, const comm::World& w, bo
   return o;
 }
 
-namespace {
-
-using TaskFactory =
-    std::function<std::unique_ptr<Task>(const TrainConfig&, c10::Device, comm::Communicator&)>;
-
-struct TaskRegistration {
-  TaskKind kind;
-  const char* name;
-  TaskFactory make;
-};
-
-std::unique_ptr<Task> makeVqVaeTask(const TrainConfig& c, c10::Device device,
-                                    comm::Communicator& grads) {
-  VqVaeTaskOptions o;
-  o.model = vqvaeOptions(c);
-  o.updater = updaterOptions(c);
-  o.grad_accum = c.comm.grad_accum;
-  o.hash_check_every = c.quantizer.hash_check_every;
-  o.seed = static_cast<std::uint64_t>(c.run.seed);
-  o.device = device;
-  o.image_size = c.model.image_size;
-  return std::make_unique<VqVaeTask>(o, grads);
+data::ImageShape dataImageShape(const TrainConfig& c) {
+  return {c.data.image_size, c.data.image_size, c.data.channels};
 }
 
-// Every task, once. The trainer and the inference commands name none of them.
-const std::vector<TaskRegistration>& registry() {
-  static const std::vector<TaskRegistration> tasks{
-      {TaskKind::kVqVae, "vqvae", makeVqVaeTask},
-  };
-  return tasks;
+data::ImageShape trainingImageShape(const TrainConfig& c) {
+  const data::ImageShape wanted = dataImageShape(c);
+  if (!c.data.train.empty()) {
+    return data::ImageFile::open(c.data.train, c.data.dataset, &wanted).shape();
+  }
+  if (wanted.height <= 0 || wanted.channels <= 0) {
+    throw ConfigError(
+        "data.train is empty (random batches): data.image_size and data.channels "
+        "must be set");
+  }
+  return wanted;
+}
+
+LrScheduleOptions lrSchedule(const TrainConfig& c, const std::string& optimizer) {
+  const OptimConfig& o = c.optimizer(optimizer);
+  LrScheduleOptions lr;
+  lr.peak = o.lr;
+  lr.min = o.min_lr;
+  lr.warmup_steps = o.warmup_steps;
+  lr.total_steps = c.run.steps;
+  lr.cosine = o.schedule == LrSchedule::kCosine;
+  return lr;
+}
+
+namespace {
+
+std::unique_ptr<Task> makeVqVaeTask(const TrainConfig& c, const TaskEnvironment& env) {
+  const VqVaeConfig& own = c.taskConfig<VqVaeConfig>();
+  const int factor = 1 << own.model.downsample;
+  if (env.image.height % factor != 0 || env.image.width % factor != 0) {
+    throw ConfigError("model.downsample: images of " + std::to_string(env.image.height) + "x" +
+                      std::to_string(env.image.width) + " are not divisible by 2^" +
+                      std::to_string(own.model.downsample) + " = " + std::to_string(factor));
+  }
+  VqVaeTaskOptions o;
+  o.model = vqvaeOptions(c, static_cast<int>(env.image.channels));
+  o.updater = updaterOptions(c, "model");
+  o.grad_accum = c.comm.grad_accum;
+  o.hash_check_every = own.quantizer.hash_check_every;
+  o.seed = static_cast<std::uint64_t>(c.run.seed);
+  o.device = env.device;
+  o.image_size = env.image.height;
+  return std::make_unique<VqVaeTask>(o, *env.grads);
+}
+
+struct Registry {
+  std::mutex mutex;
+  std::vector<TaskRegistration> tasks;
+};
+
+// Every built-in task, once. The trainer, the config and the inference commands name none.
+Registry& registry() {
+  static Registry r{{},
+                    {{"vqvae",
+                      "VQ-VAE: reconstruction + commitment loss, EMA codebook synchronised "
+                      "across ranks",
+                      [] { return std::make_unique<VqVaeConfig>(); },
+                      {{"model", OptimConfig{}}},
+                      makeVqVaeTask}}};
+  return r;
 }
 
 }  // namespace
 
-std::unique_ptr<Task> makeTask(const TrainConfig& c, c10::Device device,
-                               comm::Communicator& grads) {
-  for (const auto& t : registry()) {
-    if (t.kind == c.task) return t.make(c, device, grads);
+void registerTask(TaskRegistration task) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (auto& t : r.tasks) {
+    if (t.name == task.name) {
+      t = std::move(task);
+      return;
+    }
   }
-  throw std::logic_error("makeTask: a TaskKind without a registered task");
+  r.tasks.push_back(std::move(task));
+}
+
+const TaskRegistration& findTask(const std::string& name) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  std::vector<std::string> names;
+  for (const auto& t : r.tasks) {
+    if (t.name == name) return t;
+    names.push_back(t.name);
+  }
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+  const std::string closest = config::closestName(name, names);
+  throw ConfigError("task: unknown task '" + name + "'; tasks: " + list +
+                    (closest.empty() ? "" : " (did you mean '" + closest + "'?)"));
 }
 
 std::vector<std::string> taskNames() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
   std::vector<std::string> names;
-  for (const auto& t : registry()) names.emplace_back(t.name);
+  for (const auto& t : r.tasks) names.push_back(t.name);
   return names;
+}
+
+std::unique_ptr<Task> makeTask(const TrainConfig& config, const TaskEnvironment& environment) {
+  if (environment.grads == nullptr) throw std::logic_error("makeTask: no gradient communicator");
+  return findTask(config.task).make(config, environment);
 }
 
 }  // namespace tessera::trainer

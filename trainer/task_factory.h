@@ -1,5 +1,6 @@
 // From the validated configuration to models and tasks: the one place that maps config structs
-// to the plain option structs of models/ and comm/.
+// to the plain option structs of models/ and comm/, and the registry of tasks
+// (trainer/task_registry.h).
 #pragma once
 
 #include <c10/core/Device.h>
@@ -11,7 +12,9 @@
 #include "data/loader_options.h"
 #include "models/vqvae.h"
 #include "trainer/model_updater.h"
+#include "trainer/optim/lr_schedule.h"
 #include "trainer/task.h"
+#include "trainer/task_registry.h"
 #include "trainer/train_config.h"
 
 namespace tessera::comm {
@@ -20,19 +23,19 @@ class Communicator;
 
 namespace tessera::trainer {
 
-models::VqVaeOptions vqvaeOptions(const TrainConfig& config);
+models::VqVaeOptions vqvaeOptions(const TrainConfig& config, int in_channels);
 comm::GradReducerOptions reducerOptions(const CommConfig& config);
-UpdaterOptions updaterOptions(const TrainConfig& config);
+// The settings of the task's optimizer `optimizer` (optim.* or optim.<optimizer>.*).
+UpdaterOptions updaterOptions(const TrainConfig& config, const std::string& optimizer);
+// Its learning-rate schedule.
+LrScheduleOptions lrSchedule(const TrainConfig& config, const std::string& optimizer);
+// The image shape data.image_size / data.channels ask for (zeros: whatever the file has).
+data::ImageShape dataImageShape(const TrainConfig& config);
+// The training images' shape: data.train's (opened and checked), or data.image_size x
+// data.channels when data.train is empty (benchmarks on random batches; ConfigError when unset).
+data::ImageShape trainingImageShape(const TrainConfig& config);
 // The loader of data.train for this rank (pin_memory when training on CUDA).
 data::LoaderOptions loaderOptions(const TrainConfig& config, const comm::World& world,
                                   bool pin_memory = false);
-
-// The task `config.task` names, built from the registry of tasks (task_factory.cpp), its
-// gradient reducers on `grads`.
-std::unique_ptr<Task> makeTask(const TrainConfig& config, c10::Device device,
-                               comm::Communicator& grads);
-
-// The registered task names, in registration order.
-std::vector<std::string> taskNames();
 
 }  // namespace tessera::trainer

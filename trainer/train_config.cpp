@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "trainer/config/config_tree.h"
 #include "trainer/preemption.h"
+#include "trainer/task_registry.h"
 
 namespace tessera::trainer {
 
@@ -44,44 +45,16 @@ void DataConfig::fields(FieldVisitor& v) {
   v.value("prefetch", prefetch, atLeast(1), "batches prepared ahead of the training thread");
   v.value("workers", workers, atLeast(1), "loader threads per rank");
   v.value("hflip", hflip, "random horizontal flips (keyed by seed, epoch and sample)");
+  v.value("image_size", image_size, atLeast(0),
+          "image height and width; the files must match (0: take it from data.train)");
+  v.value("channels", channels, between(0, 4),
+          "image channels; the files must match (0: take them from data.train)");
   v.choice("format", format, {{"uint8", LoaderFormat::kUint8}, {"float", LoaderFormat::kFloat}},
            "what loader threads hand over: the stored uint8 bytes, converted to [-1, 1] on the "
            "training device (a quarter of the bytes to build and copy), or float CHW in [-1, 1]");
   v.choice("shuffle", shuffle, {{"full", ShuffleMode::kFull}, {"block", ShuffleMode::kBlock}},
            "full: a permutation per epoch; block: permute contiguous blocks (large files)");
   v.value("shuffle_block", shuffle_block, atLeast(1), "images per block for `shuffle: block`");
-}
-
-void ModelConfig::fields(FieldVisitor& v) {
-  v.value("in_channels", in_channels, between(1, 4), "image channels");
-  v.value("image_size", image_size, atLeast(4), "image height and width");
-  v.value("hidden", hidden, atLeast(1), "channels of the encoder/decoder trunk");
-  v.value("res_hidden", res_hidden, atLeast(1), "channels inside residual blocks");
-  v.value("res_blocks", res_blocks, atLeast(0), "residual blocks in encoder and decoder");
-  v.value("downsample", downsample, between(1, 6), "stride-2 stages (factor 2^downsample)");
-}
-
-void QuantizerConfig::fields(FieldVisitor& v) {
-  v.value("codebook_size", codebook_size, atLeast(2), "number of codes K");
-  v.value("code_dim", code_dim, atLeast(1), "code dimension D (encoder output channels)");
-  v.value("lookup_dim", lookup_dim, atLeast(0),
-          "nearest-code search in a projected dimension (0: in code_dim)");
-  v.value("l2_normalize", l2_normalize, "compare l2-normalised codes (cosine similarity)");
-  v.value("beta", beta, atLeast(0), "commitment weight on ||z_e - sg(q)||^2");
-  v.value("decay", decay, between(0, 1), "EMA decay of the codebook statistics");
-  v.value("eps", eps, greaterThan(0), "Laplace smoothing of code counts");
-  v.choice("init", init,
-           {{"random", CodebookInit::kRandom},
-            {"encoder", CodebookInit::kEncoder},
-            {"kmeans", CodebookInit::kKMeans}},
-           "codebook initialisation (encoder/kmeans: from the first global batch)");
-  v.value("kmeans_iters", kmeans_iters, atLeast(0), "k-means iterations for init: kmeans");
-  v.value("restart_threshold", restart_threshold, atLeast(0),
-          "restart codes whose EMA usage is below this fraction of the expected usage (0: never)");
-  v.value("restart_every", restart_every, atLeast(1), "steps between dead-code restarts");
-  v.value("usage_window", usage_window, atLeast(1), "steps over which codebook usage is counted");
-  v.value("hash_check_every", hash_check_every, atLeast(0),
-          "steps between cross-rank codebook hash checks (0: never)");
 }
 
 void OptimConfig::fields(FieldVisitor& v) {
@@ -151,15 +124,60 @@ void DebugConfig::fields(FieldVisitor& v) {
   v.value("nan_rank", nan_rank, atLeast(-1), "test only: on this rank (-1: all)");
   v.value("dump_indices", dump_indices,
           "test only: append each step's dataset indices to run_dir/indices-rank<r>.txt");
+  v.value("preview_write_delay", preview_write_delay, atLeast(0),
+          "test only: seconds added to every preview PNG write on rank 0");
+}
+
+namespace {
+
+// The sections `optim.<name>` of a task with several optimizers.
+struct OptimizerSections {
+  std::vector<NamedOptimizer>& optimizers;
+  void fields(FieldVisitor& v) {
+    for (auto& o : optimizers) v.section(o.name.c_str(), o.config, "one optimizer of the task");
+  }
+};
+
+}  // namespace
+
+// `task` is bound first; the sections that belong to it are declared only then, so a key of
+// another task's section is an unknown key.
+void TrainConfig::bindTask(FieldVisitor& v) {
+  const std::vector<std::string> names = taskNames();
+  int index = -1;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == task) index = static_cast<int>(i);
+  }
+  v.choiceIndex("task", index, names, "what to train");
+  if (index < 0) throw std::logic_error("TrainConfig: task '" + task + "' is not registered");
+  const std::string chosen = names[static_cast<std::size_t>(index)];
+  if (chosen != task) {
+    task = chosen;
+    resetTask();
+  }
+}
+
+TrainConfig::TrainConfig() {
+  resetTask();
+}
+
+void TrainConfig::resetTask() {
+  const TaskRegistration& r = findTask(task);
+  task_sections = TaskSections(r.sections ? r.sections() : nullptr);
+  optim = r.optimizers;
 }
 
 void TrainConfig::fields(FieldVisitor& v) {
-  v.choice("task", task, {{"vqvae", TaskKind::kVqVae}}, "what to train");
+  bindTask(v);
   v.section("run", run, "the run as a whole");
   v.section("data", data, "datasets and loading");
-  v.section("model", model, "the autoencoder");
-  v.section("quantizer", quantizer, "the vector quantizer and its EMA codebook");
-  v.section("optim", optim, "optimizer and learning-rate schedule");
+  if (TaskConfig* own = task_sections.get()) own->fields(v);
+  if (optim.size() == 1) {
+    v.section("optim", optim.front().config, "optimizer and learning-rate schedule");
+  } else if (!optim.empty()) {
+    OptimizerSections sections{optim};
+    v.section("optim", sections, "the task's optimizers and their learning-rate schedules");
+  }
   v.section("comm", comm, "gradient all-reduce and collective deadlines");
   v.section("checkpoint", checkpoint, "checkpoints (run_dir/checkpoints)");
   v.section("guard", guard, "non-finite loss handling");
@@ -168,25 +186,34 @@ void TrainConfig::fields(FieldVisitor& v) {
   v.section("debug", debug, "fault injection for tests");
 }
 
+std::string TrainConfig::optimizerKey(const std::string& name) const {
+  return optim.size() == 1 ? "optim" : "optim." + name;
+}
+
+const OptimConfig& TrainConfig::optimizer(const std::string& name) const {
+  for (const auto& o : optim) {
+    if (o.name == name) return o.config;
+  }
+  throw std::logic_error("task '" + task + "' has no optimizer '" + name + "'");
+}
+
+void TrainConfig::throwWrongTaskConfig() const {
+  throw std::logic_error("the configuration sections of task '" + task +
+                         "' are not of the type asked for");
+}
+
 void TrainConfig::validate() const {
-  if (optim.betas.size() != 2) {
-    throw ConfigError("optim.betas: expected two values [beta1, beta2], got " +
-                      std::to_string(optim.betas.size()));
-  }
-  if (optim.warmup_steps >= run.steps && optim.warmup_steps > 0) {
-    throw ConfigError("optim.warmup_steps (" + std::to_string(optim.warmup_steps) +
-                      ") must be smaller than run.steps (" + std::to_string(run.steps) + ")");
-  }
-  if (optim.min_lr > optim.lr) {
-    throw ConfigError("optim.min_lr must not exceed optim.lr");
-  }
-  const int factor = 1 << model.downsample;
-  if (model.image_size % factor != 0) {
-    throw ConfigError("model.image_size (" + std::to_string(model.image_size) +
-                      ") must be divisible by 2^model.downsample (" + std::to_string(factor) + ")");
-  }
-  if (quantizer.lookup_dim > quantizer.code_dim) {
-    throw ConfigError("quantizer.lookup_dim must not exceed quantizer.code_dim");
+  for (const auto& [name, o] : optim) {
+    const std::string key = optimizerKey(name);
+    if (o.betas.size() != 2) {
+      throw ConfigError(key + ".betas: expected two values [beta1, beta2], got " +
+                        std::to_string(o.betas.size()));
+    }
+    if (o.warmup_steps >= run.steps && o.warmup_steps > 0) {
+      throw ConfigError(key + ".warmup_steps (" + std::to_string(o.warmup_steps) +
+                        ") must be smaller than run.steps (" + std::to_string(run.steps) + ")");
+    }
+    if (o.min_lr > o.lr) throw ConfigError(key + ".min_lr must not exceed " + key + ".lr");
   }
   if (data.batch_size % comm.grad_accum != 0) {
     throw ConfigError("data.batch_size (" + std::to_string(data.batch_size) +
@@ -197,6 +224,7 @@ void TrainConfig::validate() const {
   if (comm.first_bucket_mb > comm.bucket_mb) {
     throw ConfigError("comm.first_bucket_mb must not exceed comm.bucket_mb");
   }
+  if (const TaskConfig* own = task_sections.get()) own->validate(*this);
 }
 
 namespace {
@@ -226,8 +254,10 @@ std::string toYaml(TrainConfig c) {
   return config::dumpYaml(schemaOf(c));
 }
 
-std::vector<std::string> trainConfigKeys() {
+std::vector<std::string> trainConfigKeys(const std::string& task) {
   TrainConfig c;
+  c.task = task;
+  c.resetTask();
   return config::listKeys(schemaOf(c));
 }
 

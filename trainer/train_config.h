@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,7 +14,6 @@ namespace tessera::trainer {
 
 using config::FieldVisitor;
 
-enum class TaskKind { kVqVae };
 enum class DevicePreference { kAuto, kCpu, kCuda };
 enum class CacheMode { kAuto, kMemory, kNone };
 enum class ShuffleMode { kFull, kBlock };
@@ -21,7 +21,6 @@ enum class LoaderFormat { kFloat, kUint8 };
 enum class OptimizerKind { kAdam, kAdamW };
 enum class LrSchedule { kConstant, kCosine };
 enum class Compression { kNone, kBf16, kFp16 };
-enum class CodebookInit { kRandom, kEncoder, kKMeans };
 
 struct RunConfig {
   std::string name = "tessera";
@@ -47,37 +46,11 @@ struct DataConfig {
   int prefetch = 4;
   int workers = 2;
   bool hflip = false;
+  int image_size = 0;  // 0: the file's
+  int channels = 0;    // 0: the file's
   LoaderFormat format = LoaderFormat::kUint8;
   ShuffleMode shuffle = ShuffleMode::kFull;
   std::int64_t shuffle_block = 256;
-  void fields(FieldVisitor& v);
-};
-
-// The VQ-VAE family of van den Oord et al. 2017 (and `vqvae-fmnist` of docs/benchmarks.md).
-struct ModelConfig {
-  int in_channels = 1;
-  int image_size = 28;
-  int hidden = 128;
-  int res_hidden = 32;
-  int res_blocks = 2;
-  int downsample = 2;  // stride-2 stages: the latent grid is image_size / 2^downsample
-  void fields(FieldVisitor& v);
-};
-
-struct QuantizerConfig {
-  int codebook_size = 512;
-  int code_dim = 64;
-  int lookup_dim = 0;  // 0: look codes up in code_dim; >0: in a projected lower dimension
-  bool l2_normalize = false;
-  double beta = 0.25;
-  double decay = 0.99;
-  double eps = 1e-5;
-  CodebookInit init = CodebookInit::kKMeans;
-  int kmeans_iters = 10;
-  double restart_threshold = 0.03;  // fraction of the expected usage N/K below which a code is dead
-  std::int64_t restart_every = 100;
-  std::int64_t usage_window = 100;
-  std::int64_t hash_check_every = 100;
   void fields(FieldVisitor& v);
 };
 
@@ -139,16 +112,57 @@ struct DebugConfig {
   int nan_steps = 0;
   int nan_rank = -1;
   bool dump_indices = false;
+  double preview_write_delay = 0;
   void fields(FieldVisitor& v);
 };
 
+struct TrainConfig;
+
+// A task's own sections (the VQ-VAE's `model` and `quantizer`), declared by the task beside its
+// code (trainer/tasks/) and bound only when `task:` names it.
+class TaskConfig {
+ public:
+  virtual ~TaskConfig() = default;
+  virtual std::unique_ptr<TaskConfig> clone() const = 0;
+  virtual void fields(FieldVisitor& v) = 0;
+  // Relations between fields (throws ConfigError naming the keys).
+  virtual void validate(const TrainConfig& config) const {}
+};
+
+// A TaskConfig with value semantics (copies clone it).
+class TaskSections {
+ public:
+  TaskSections() = default;
+  explicit TaskSections(std::unique_ptr<TaskConfig> p) : p_(std::move(p)) {}
+  TaskSections(const TaskSections& o) : p_(o.p_ ? o.p_->clone() : nullptr) {}
+  TaskSections& operator=(const TaskSections& o) {
+    p_ = o.p_ ? o.p_->clone() : nullptr;
+    return *this;
+  }
+  TaskSections(TaskSections&&) = default;
+  TaskSections& operator=(TaskSections&&) = default;
+  TaskConfig* get() const { return p_.get(); }
+
+ private:
+  std::unique_ptr<TaskConfig> p_;
+};
+
+// One optimizer of the task, by the name the task gives it ("model"; "generator" and
+// "discriminator").
+struct NamedOptimizer {
+  std::string name;
+  OptimConfig config;
+};
+
 struct TrainConfig {
-  TaskKind task = TaskKind::kVqVae;
+  TrainConfig();  // task "vqvae" with its sections and optimizers at their defaults
+
+  std::string task = "vqvae";  // a registered task (trainer/task_registry.h)
   RunConfig run;
   DataConfig data;
-  ModelConfig model;
-  QuantizerConfig quantizer;
-  OptimConfig optim;
+  TaskSections task_sections;  // the task's own sections
+  // The task's optimizers. One: configured as `optim.*`; several: `optim.<name>.*`.
+  std::vector<NamedOptimizer> optim;
   CommConfig comm;
   CheckpointConfig checkpoint;
   GuardConfig guard;
@@ -159,6 +173,24 @@ struct TrainConfig {
 
   // Checks relations between fields that no single field can (throws ConfigError).
   void validate() const;
+
+  // The optimizer settings named `name` (std::logic_error when the task has no such optimizer).
+  const OptimConfig& optimizer(const std::string& name) const;
+  // The key prefix of an optimizer's settings: "optim" or "optim.<name>".
+  std::string optimizerKey(const std::string& name) const;
+  // The sections and optimizers of `task` at their defaults.
+  void resetTask();
+  // The task's own sections as their concrete type (std::logic_error on a mismatch).
+  template <class T>
+  const T& taskConfig() const {
+    auto* p = dynamic_cast<const T*>(task_sections.get());
+    if (p == nullptr) throwWrongTaskConfig();
+    return *p;
+  }
+
+ private:
+  [[noreturn]] void throwWrongTaskConfig() const;
+  void bindTask(FieldVisitor& v);
 };
 
 // Loads `path`, applies `overrides` (`a.b=value`), binds and validates.
@@ -171,7 +203,7 @@ TrainConfig parseTrainConfig(const std::string& yaml, const std::string& origin)
 // The resolved configuration as YAML (every key, with comments).
 std::string toYaml(TrainConfig config);
 
-// Every valid key path, for documentation and tests.
-std::vector<std::string> trainConfigKeys();
+// Every valid key path of a configuration of `task`, for documentation and tests.
+std::vector<std::string> trainConfigKeys(const std::string& task = "vqvae");
 
 }  // namespace tessera::trainer

@@ -22,13 +22,17 @@
 #include "trainer/checkpoint/checkpoint_store.h"
 #include "trainer/comm_stats_reducer.h"
 #include "trainer/device.h"
+#include "trainer/fault_injection.h"
 #include "trainer/inference.h"
 #include "trainer/metrics/jsonl_writer.h"
 #include "trainer/metrics/training_metrics.h"
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/preemption.h"
+#include "trainer/previews.h"
 #include "trainer/progress/progress_reporter.h"
+#include "trainer/run_counters.h"
 #include "trainer/state_io.h"
+#include "trainer/step_log.h"
 #include "trainer/task_factory.h"
 
 namespace tessera::trainer {
@@ -41,51 +45,24 @@ double secondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// Sums since the last log line.
-struct LogWindow {
-  std::vector<std::string> terms;
-  std::vector<double> sums;
-  std::int64_t steps = 0;
-  std::int64_t samples = 0;  // global
-  double data_wait = 0;
-  double comm = 0;
-  double exposed = 0;
-  std::int64_t bytes = 0;
-  Clock::time_point start = Clock::now();
-
-  void add(const StepResult& r) {
-    if (terms.empty()) {
-      for (const auto& [name, v] : r.losses) terms.push_back(name);
-      sums.assign(terms.size(), 0.0);
-    }
-    if (!r.applied) return;
-    for (std::size_t i = 0; i < sums.size() && i < r.losses.size(); ++i)
-      sums[i] += r.losses[i].second;
-    ++steps;
-  }
-  void reset() {
-    std::fill(sums.begin(), sums.end(), 0.0);
-    steps = samples = bytes = 0;
-    data_wait = comm = exposed = 0;
-    start = Clock::now();
-  }
-};
-
+// One training run on this rank. Beside it: the task (what is trained), RunCounters (where the
+// run stands), StepLog (what is reported), Previews, FaultInjection (tests), the checkpoint
+// store and the preemption monitor. The loop itself is run().
 class TrainingRun {
  public:
   TrainingRun(const TrainerOptions& options, const comm::MpiSession& mpi);
   TrainingSummary run();
 
  private:
-  void synchroniseModels();
   void setUp();
+  void makeTaskAgreed();
+  void synchroniseModels();
   std::optional<TrainingState> loadAgreed(const std::string& what, bool latest, std::string* path);
   void resume();
-  bool applyState(const std::optional<TrainingState>& state, bool rollback);
+  void applyState(const TrainingState& state, bool rollback);
   void runStep();
   void rollback();
   void report();
-  void writeImages();
   void saveCheckpoint(bool wait);
   void pollCheckpoint();
   bool agreeStop();
@@ -94,12 +71,14 @@ class TrainingRun {
   std::int64_t globalBatch() const { return cfg_.data.batch_size * world_.size; }
 
   const TrainerOptions& options_;
-  const TrainConfig& cfg_;
+  TrainConfig cfg_;  // the resolved configuration (data.image_size and channels filled in)
   comm::World world_;
   c10::Device device_;
   fs::path run_dir_;
   std::unique_ptr<comm::Communicator> control_;
   std::unique_ptr<comm::Communicator> grads_;
+  data::ImageShape image_;
+  at::Tensor preview_images_;
   std::unique_ptr<Task> task_;
   ModuleList modules_;
   std::unique_ptr<CheckpointStore> store_;  // rank 0 only
@@ -107,21 +86,18 @@ class TrainingRun {
   TrainingMetrics metrics_;
   std::unique_ptr<JsonlWriter> jsonl_;          // rank 0 only
   std::unique_ptr<ProgressReporter> progress_;  // rank 0 only
+  std::unique_ptr<Previews> previews_;
+  std::unique_ptr<FaultInjection> faults_;
   PreemptionMonitor monitor_;
   Clock::time_point started_ = Clock::now();
 
-  std::int64_t step_ = 0;        // optimizer steps taken
-  data::DataPosition position_;  // where the next batch starts
-  std::int64_t samples_ = 0;     // global samples consumed since the run began
-  double lr_factor_ = 1.0;       // lowered by rollbacks
-  std::int64_t skipped_ = 0, consecutive_skips_ = 0, rollbacks_ = 0, attempts_ = 0;
-  double last_grad_norm_ = 0, last_lr_ = 0, last_loss_ = 0;
+  RunCounters counters_;
+  std::int64_t consecutive_skips_ = 0, attempts_ = 0;
+  double last_loss_ = 0;  // of the last report, for the progress line
+  StepLog log_;
   std::int64_t last_saved_step_ = -1;
   std::int64_t reported_saves_ = 0, reported_failures_ = 0;  // store stats already in metrics
-  LogWindow window_;
-  at::Tensor preview_;                             // images shown in reconstruction grids
   std::optional<TrainingState> snapshot_buffers_;  // host tensors of the last save (rank 0)
-  std::unique_ptr<std::ofstream> index_dump_;      // test only: debug.dump_indices
 };
 
 // The run directory and its samples/ folder; a path that is not a directory (or cannot become
@@ -162,28 +138,33 @@ TrainingRun::TrainingRun(const TrainerOptions& options, const comm::MpiSession& 
   control_ = comm::makeControlCommunicator(mpi, co);
   grads_ = comm::makeCommunicator(mpi, device_, co);
   if (const std::string warning = blasWarning(blasInfo()); !warning.empty()) spdlog::warn(warning);
-  task_ = makeTask(cfg_, device_, *grads_);
-  modules_ = task_->modules();
-  spdlog::info("run {} in {}: {} rank(s), device {}, {} thread(s) per rank, global batch {}",
-               cfg_.run.name, run_dir_.string(), world_.size, device_.str(), at::get_num_threads(),
-               globalBatch());
+  spdlog::info("run {} ({}) in {}: {} rank(s), device {}, {} thread(s) per rank, global batch {}",
+               cfg_.run.name, cfg_.task, run_dir_.string(), world_.size, device_.str(),
+               at::get_num_threads(), globalBatch());
 }
 
-// Every rank checks the files it will read and reads the preview images from the test file (or
-// the training file): every rank computes the previews, the same work everywhere, so no rank
-// reaches its next collective a preview's time before the others; rank 0 writes them. Rank 0
-// also prepares the run directory. Local work only: a failure anywhere ends every rank at once
-// (runAgreed).
+// Every rank checks the files it will read, takes the image shape from data.train (checked
+// against data.image_size / data.channels when they are set) and reads the preview images from
+// the test file (or the training file). Rank 0 also prepares the run directory. Local work only:
+// a failure anywhere ends every rank at once (runAgreed). The shape is then compared across
+// ranks (an MPMD launch may give ranks different files).
 void TrainingRun::setUp() {
   runAgreed(*control_, "setup", [&] {
-    const data::ImageShape expected = loaderOptions(cfg_, world_).expected;
+    const data::ImageShape wanted = dataImageShape(cfg_);
     const data::ImageFile train =
-        data::ImageFile::open(cfg_.data.train, cfg_.data.dataset, &expected);
+        data::ImageFile::open(cfg_.data.train, cfg_.data.dataset, &wanted);
+    image_ = train.shape();
+    if (image_.height != image_.width) {
+      throw InputError("data file '" + cfg_.data.train + "': images of " + image_.str() +
+                       " are not square; the models take square images");
+    }
+    cfg_.data.image_size = static_cast<int>(image_.height);
+    cfg_.data.channels = static_cast<int>(image_.channels);
     if (cfg_.data.test.empty()) {
-      preview_ = readFirstImages(train, 8);
+      preview_images_ = readFirstImages(train, 8);
     } else {
-      preview_ =
-          readFirstImages(data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &expected), 8);
+      preview_images_ =
+          readFirstImages(data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &image_), 8);
     }
     if (!world_.isRoot()) return;
     createRunDirectory(run_dir_);
@@ -193,6 +174,31 @@ void TrainingRun::setUp() {
                                cfg_.checkpoint.keep_every, cfg_.checkpoint.async});
     jsonl_ = std::make_unique<JsonlWriter>((run_dir_ / "metrics.jsonl").string());
   });
+  at::Tensor shape = torch::tensor({image_.height, image_.width, image_.channels, -image_.height,
+                                    -image_.width, -image_.channels},
+                                   torch::kLong);
+  control_->allReduce({shape}, comm::ReduceOp::kMax, {"allreduce", "image shape", 0, -1});
+  if (shape[0].item<std::int64_t>() != -shape[3].item<std::int64_t>() ||
+      shape[2].item<std::int64_t>() != -shape[5].item<std::int64_t>()) {
+    throw AgreedError(2, "the ranks' data.train files hold images of different shapes (rank " +
+                             std::to_string(world_.rank) + ": " + image_.str() + ")");
+  }
+  previews_ = std::make_unique<Previews>(preview_images_, run_dir_ / "samples", world_.isRoot(),
+                                         cfg_.debug.preview_write_delay);
+  faults_ = std::make_unique<FaultInjection>(cfg_.debug, world_.rank, run_dir_);
+}
+
+// The task the configuration names, for the images of data.train. Its errors (a model that
+// does not fit the images) are the same on every rank, but agreed all the same.
+void TrainingRun::makeTaskAgreed() {
+  runAgreed(*control_, "task setup", [&] {
+    TaskEnvironment env;
+    env.device = device_;
+    env.grads = grads_.get();
+    env.image = image_;
+    task_ = makeTask(cfg_, env);
+  });
+  modules_ = task_->modules();
 }
 
 void TrainingRun::synchroniseModels() {
@@ -241,27 +247,21 @@ void TrainingRun::resume() {
     return;
   }
   spdlog::info("resuming from {}", path);
-  applyState(state, /*rollback=*/false);
+  applyState(*state, /*rollback=*/false);
 }
 
-bool TrainingRun::applyState(const std::optional<TrainingState>& state, bool rollback) {
-  if (!state) return false;
-  const auto tensors = tensorMap(*state);
+void TrainingRun::applyState(const TrainingState& state, bool rollback) {
+  const auto tensors = tensorMap(state);
   restoreModules(modules_, tensors);
-  task_->restoreState(tensors, state->ints);
+  task_->restoreState(tensors, state.ints);
+  counters_.restore(state, rollback);
+  metrics_.setStep(counters_.step);
+  last_saved_step_ = counters_.step;
+  if (rollback) return;
   auto get = [&](const char* key, std::int64_t fallback) {
-    auto it = state->ints.find(key);
-    return it == state->ints.end() ? fallback : it->second;
+    auto it = state.ints.find(key);
+    return it == state.ints.end() ? fallback : it->second;
   };
-  step_ = get("step", 0);
-  metrics_.setStep(step_);
-  last_saved_step_ = step_;
-  if (rollback) return true;  // keep consuming new data: the batches that diverged stay behind
-  position_ = {get("epoch", 0), get("consumed", 0)};
-  samples_ = get("samples", 0);
-  skipped_ = get("skipped_steps", 0);
-  rollbacks_ = get("rollbacks", 0);
-  if (auto it = state->reals.find("lr_factor"); it != state->reals.end()) lr_factor_ = it->second;
   const std::int64_t old_world = get("world_size", world_.size);
   const std::int64_t old_batch = get("global_batch", globalBatch());
   if (old_world != world_.size) {
@@ -273,7 +273,6 @@ bool TrainingRun::applyState(const std::optional<TrainingState>& state, bool rol
         "the checkpoint's run would have continued",
         old_batch, globalBatch());
   }
-  return true;
 }
 
 TrainingState TrainingRun::stateToSave() {
@@ -282,15 +281,9 @@ TrainingState TrainingRun::stateToSave() {
   TrainingState s = snapshot(*task_, modules_, snapshot_buffers_ ? &*snapshot_buffers_ : nullptr);
   snapshot_buffers_ = TrainingState{};
   snapshot_buffers_->tensors = s.tensors;  // shares storage
-  s.ints["step"] = step_;
-  s.ints["epoch"] = position_.epoch;
-  s.ints["consumed"] = position_.consumed;
-  s.ints["samples"] = samples_;
+  counters_.save(s);
   s.ints["world_size"] = world_.size;
   s.ints["global_batch"] = globalBatch();
-  s.ints["skipped_steps"] = skipped_;
-  s.ints["rollbacks"] = rollbacks_;
-  s.reals["lr_factor"] = lr_factor_;
   s.texts["config"] = toYaml(cfg_);
   s.texts["task"] = task_->name();
   return s;
@@ -299,8 +292,9 @@ TrainingState TrainingRun::stateToSave() {
 // Every rank holds the same state (data parallelism), so rank 0 alone snapshots and writes.
 // Waiting saves (end of training, preemption) also tell every rank whether they committed.
 void TrainingRun::saveCheckpoint(bool wait) {
-  if (step_ == last_saved_step_) return;
-  last_saved_step_ = step_;
+  const std::int64_t step = counters_.step;
+  if (step == last_saved_step_) return;
+  last_saved_step_ = step;
   bool committed = false;
   if (world_.isRoot()) {
     store_->save(stateToSave());
@@ -311,14 +305,14 @@ void TrainingRun::saveCheckpoint(bool wait) {
   }
   if (!wait) return;
   at::Tensor flag = torch::tensor({committed ? 1.0f : 0.0f});
-  control_->broadcast({flag}, 0, {"broadcast", "checkpoint outcome", step_, -1});
+  control_->broadcast({flag}, 0, {"broadcast", "checkpoint outcome", step, -1});
   if (flag.item<float>() > 0) {
-    spdlog::info("checkpoint of step {} committed", step_);
+    spdlog::info("checkpoint of step {} committed", step);
   } else {
     spdlog::error(
         "checkpoint of step {} could not be saved (see rank 0's log); the previous "
         "checkpoint is intact",
-        step_);
+        step);
   }
 }
 
@@ -341,76 +335,62 @@ void TrainingRun::runStep() {
   const data::Batch batch = loader_->next();
   const double waited = loader_->waitSeconds() - wait0;
 
-  LrScheduleOptions lr;
-  lr.peak = cfg_.optim.lr;
-  lr.min = cfg_.optim.min_lr;
-  lr.warmup_steps = cfg_.optim.warmup_steps;
-  lr.total_steps = cfg_.run.steps;
-  lr.cosine = cfg_.optim.schedule == LrSchedule::kCosine;
-
   StepContext ctx;
-  ctx.step = step_;
-  ctx.lr = learningRate(lr, step_) * lr_factor_;
-  // Test-only fault injection (debug.nan_*): this rank reports a non-finite step, as a NaN loss
-  // or gradient would make it; the task never knows.
-  const auto& d = cfg_.debug;
-  const bool inject = d.nan_at_step >= 0 && attempts_ >= d.nan_at_step &&
-                      attempts_ < d.nan_at_step + d.nan_steps &&
-                      (d.nan_rank < 0 || d.nan_rank == world_.rank);
+  ctx.step = counters_.step;
+  for (const auto& o : cfg_.optim) {
+    ctx.lrs[o.name] = learningRate(lrSchedule(cfg_, o.name), counters_.step) * counters_.lr_factor;
+  }
+  const bool inject = faults_->nonFinite(attempts_++);
   ctx.agree_finite = [this, inject](bool ok) {
     at::Tensor t = torch::tensor({ok && !inject ? 1.0f : 0.0f});
-    control_->allReduce({t}, comm::ReduceOp::kMin, {"allreduce", "finite agreement", step_, -1});
+    control_->allReduce({t}, comm::ReduceOp::kMin,
+                        {"allreduce", "finite agreement", counters_.step, -1});
     return t.item<float>() > 0;
   };
-  ++attempts_;
-  if (index_dump_) {
-    *index_dump_ << step_;
-    const at::Tensor idx = batch.indices.contiguous();
-    for (std::int64_t i = 0; i < idx.numel(); ++i)
-      *index_dump_ << ' ' << idx[i].item<std::int64_t>();
-    *index_dump_ << '\n' << std::flush;
-  }
+  faults_->recordIndices(counters_.step, batch.indices);
   const StepResult result = task_->step(batch, ctx);
-  position_ = batch.next;
-  samples_ += globalBatch();
+  counters_.position = batch.next;
+  counters_.samples += globalBatch();
 
-  window_.add(result);
-  window_.samples += globalBatch();
-  window_.data_wait += waited;
-  for (const comm::ReducerStats* s : task_->commStats()) {
-    window_.comm += s->comm_seconds;
-    window_.exposed += s->exposed_seconds;
-    window_.bytes += s->bytes;
+  const auto comm_stats = task_->commStats();
+  log_.add(result, globalBatch(), waited, comm_stats);
+  for (const comm::ReducerStats* s : comm_stats) {
     metrics_.allReduce(s->comm_seconds, s->bytes,
                        s->comm_seconds > 0 ? 1 - s->exposed_seconds / s->comm_seconds : 0);
   }
   metrics_.stepCompleted(batch.images.size(0), secondsSince(t0), waited);
 
-  if (!result.applied) {
-    ++skipped_;
+  if (!result.finite()) {
+    ++counters_.skipped;
     ++consecutive_skips_;
     metrics_.skippedStep();
+    std::string which;
+    for (const auto& u : result.updates) {
+      if (!u.applied) which += (which.empty() ? "" : ", ") + u.name;
+    }
     spdlog::warn(
-        "step {}: non-finite loss or gradient on some rank, update skipped ({} in a row, "
+        "step {}: non-finite loss or gradient on some rank, update skipped ({}; {} in a row, "
         "{} in total)",
-        step_, consecutive_skips_, skipped_);
-    if (consecutive_skips_ >= cfg_.guard.max_skips) rollback();
-    return;
+        counters_.step, which, consecutive_skips_, counters_.skipped);
+    if (consecutive_skips_ >= cfg_.guard.max_skips) {
+      rollback();
+      return;
+    }
+  } else {
+    consecutive_skips_ = 0;
   }
-  consecutive_skips_ = 0;
-  last_grad_norm_ = result.grad_norm;
-  last_lr_ = ctx.lr;
-  last_loss_ = result.losses.empty() ? 0 : result.losses[0].second;
-  ++step_;
-  metrics_.setStep(step_);
-  task_->afterStep(step_ - 1);
-  if (progress_)
-    progress_->update(step_, last_loss_, globalBatch() / std::max(1e-9, secondsSince(t0)));
+  if (!result.advanced()) return;
+  ++counters_.step;
+  metrics_.setStep(counters_.step);
+  task_->afterStep(counters_.step - 1);
+  if (progress_) {
+    progress_->update(counters_.step, last_loss_, globalBatch() / std::max(1e-9, secondsSince(t0)));
+  }
 }
 
 void TrainingRun::rollback() {
-  ++rollbacks_;
-  if (rollbacks_ > cfg_.guard.max_rollbacks) {
+  ++counters_.rollbacks;
+  if (counters_.rollbacks > cfg_.guard.max_rollbacks) {
     throw Diverged("training diverged: " + std::to_string(cfg_.guard.max_skips) +
                    " consecutive non-finite steps after " +
                    std::to_string(cfg_.guard.max_rollbacks) + " rollback(s)");
@@ -421,40 +401,22 @@ void TrainingRun::rollback() {
     throw Diverged("training diverged: " + std::to_string(cfg_.guard.max_skips) +
                    " consecutive non-finite steps and no checkpoint to roll back to");
   }
-  applyState(state, /*rollback=*/true);
-  lr_factor_ *= cfg_.guard.rollback_lr_factor;
+  applyState(*state, /*rollback=*/true);
+  counters_.lr_factor *= cfg_.guard.rollback_lr_factor;  // for every optimizer
   consecutive_skips_ = 0;
   spdlog::warn("rolled back to {} (step {}), learning-rate factor now {} (rollback {} of {})", path,
-               step_, lr_factor_, rollbacks_, cfg_.guard.max_rollbacks);
+               counters_.step, counters_.lr_factor, counters_.rollbacks, cfg_.guard.max_rollbacks);
 }
 
 void TrainingRun::report() {
-  // Loss terms averaged over ranks and steps: one small all-reduce.
-  std::vector<double> values = window_.sums;
-  values.push_back(static_cast<double>(window_.steps));
-  at::Tensor t = torch::tensor(values, torch::kDouble);
-  control_->allReduce({t}, comm::ReduceOp::kSum, {"allreduce", "log reduction", step_, -1});
-  const double steps_total = t[static_cast<std::int64_t>(values.size()) - 1].item<double>();
-  const double elapsed = secondsSince(window_.start);
-  const double steps_per_s = window_.steps / std::max(elapsed, 1e-9);
-  const double samples_per_s = window_.samples / std::max(elapsed, 1e-9);
-
+  const std::int64_t step = counters_.step;
+  const StepLog::Report r = log_.reduce(*control_, step);
   JsonObject line;
-  line.add("step", step_).add("epoch", position_.epoch).add("samples", samples_);
-  std::string text;
-  for (std::size_t i = 0; i < window_.terms.size(); ++i) {
-    const double mean =
-        steps_total > 0 ? t[static_cast<std::int64_t>(i)].item<double>() / steps_total : 0;
-    line.add(window_.terms[i], mean);
-    metrics_.setLoss(window_.terms[i], mean);
-    text += spdlog::fmt_lib::format(" {} {:.5f}", window_.terms[i], mean);
-  }
-  line.add("lr", last_lr_).add("grad_norm", last_grad_norm_);
-  line.add("steps_per_s", steps_per_s).add("samples_per_s", samples_per_s);
-  line.add("data_wait_fraction", window_.data_wait / std::max(elapsed, 1e-9));
-  line.add("comm_seconds", window_.comm / std::max<std::int64_t>(1, window_.steps));
-  line.add("comm_hidden_fraction", window_.comm > 0 ? 1 - window_.exposed / window_.comm : 0.0);
-  line.add("skipped_steps", skipped_);
+  line.add("step", step).add("epoch", counters_.position.epoch).add("samples", counters_.samples);
+  r.addTo(line);
+  line.add("skipped_steps", counters_.skipped);
+  for (const auto& [name, mean] : r.losses) metrics_.setLoss(name, mean);
+  if (!r.losses.empty()) last_loss_ = r.losses.front().second;
   std::string values_text;
   for (const auto& [name, v] : task_->values()) {
     line.add(name, v);
@@ -462,13 +424,16 @@ void TrainingRun::report() {
     values_text += spdlog::fmt_lib::format(" {} {:.4g}", name, v);
   }
   task_->publishMetrics(metrics_);
-  metrics_.setLearningRate(last_lr_);
-  metrics_.setGradNorm(last_grad_norm_);
-  metrics_.setSamplesPerSecond(samples_per_s);
+  const double lr = r.optimizers.empty() ? 0.0 : r.optimizers.front().lr;
+  if (!r.optimizers.empty()) {
+    metrics_.setLearningRate(lr);
+    metrics_.setGradNorm(r.optimizers.front().grad_norm);
+  }
+  metrics_.setSamplesPerSecond(r.samples_per_s);
   // Model FLOP/s per device and, with metrics.peak_tflops, model FLOPs utilisation.
   const double flops_per_image = task_->trainingFlopsPerImage();
   if (flops_per_image > 0) {
-    const double tflops = flops_per_image * samples_per_s / world_.size / 1e12;
+    const double tflops = flops_per_image * r.samples_per_s / world_.size / 1e12;
     line.add("model_tflops_per_device", tflops);
     if (cfg_.metrics.peak_tflops > 0) {
       line.add("mfu", tflops / cfg_.metrics.peak_tflops);
@@ -481,37 +446,29 @@ void TrainingRun::report() {
     metrics_.deviceMemory(static_cast<double>(device_bytes));
   }
   if (jsonl_) jsonl_->write(line);
-  const double eta = (cfg_.run.steps - step_) / std::max(steps_per_s, 1e-9);
+  const double eta = (cfg_.run.steps - step) / std::max(r.steps_per_s, 1e-9);
   spdlog::info(
       "step {}/{}{} | lr {:.3g} | {:.2f} steps/s {:.0f} img/s | data wait {:.1f}% |{} | "
       "ETA {:.0f}s",
-      step_, cfg_.run.steps, text, last_lr_, steps_per_s, samples_per_s,
-      100 * window_.data_wait / std::max(elapsed, 1e-9), values_text, eta);
-  window_.reset();
-}
-
-void TrainingRun::writeImages() {
-  const at::Tensor recon = task_->reconstruct(preview_);
-  if (!world_.isRoot() || !recon.defined()) return;
-  const fs::path path =
-      run_dir_ / "samples" / spdlog::fmt_lib::format("recon-step-{:08d}.png", step_);
-  writeReconstructionGrid(path.string(), preview_, recon, preview_.size(0));
+      step, cfg_.run.steps, r.lossText(), lr, r.steps_per_s, r.samples_per_s,
+      100 * r.data_wait_fraction, values_text, eta);
 }
 
 bool TrainingRun::agreeStop() {
   const bool timed_out = cfg_.run.max_time > 0 && secondsSince(started_) >= cfg_.run.max_time;
   at::Tensor t = torch::tensor({monitor_.requested() ? 1.0f : 0.0f, timed_out ? 1.0f : 0.0f});
-  control_->allReduce({t}, comm::ReduceOp::kMax, {"allreduce", "stop agreement", step_, -1});
+  control_->allReduce({t}, comm::ReduceOp::kMax,
+                      {"allreduce", "stop agreement", counters_.step, -1});
   if (t[0].item<float>() > 0) {
     spdlog::warn(
         "stop requested by a signal{}: saving step {} and exiting",
         monitor_.signal() ? spdlog::fmt_lib::format(" (signal {} here)", monitor_.signal()) : "",
-        step_);
+        counters_.step);
     return true;
   }
   if (t[1].item<float>() > 0) {
     spdlog::warn("time budget run.max_time={}s reached: saving step {} and exiting",
-                 cfg_.run.max_time, step_);
+                 cfg_.run.max_time, counters_.step);
     return true;
   }
   return false;
@@ -519,9 +476,7 @@ bool TrainingRun::agreeStop() {
 
 void TrainingRun::evaluateAtEnd() {
   if (!cfg_.run.eval_at_end || cfg_.data.test.empty()) return;
-  const data::ImageShape expected{cfg_.model.image_size, cfg_.model.image_size,
-                                  cfg_.model.in_channels};
-  const data::ImageFile file = data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &expected);
+  const data::ImageFile file = data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &image_);
   CommStatsReducer reducer(*control_, "evaluation");
   const JsonObject result = task_->evaluate(file, reducer, 256);
   if (!world_.isRoot() || result.empty()) return;
@@ -530,53 +485,55 @@ void TrainingRun::evaluateAtEnd() {
 }
 
 TrainingSummary TrainingRun::run() {
-  synchroniseModels();
   setUp();
+  makeTaskAgreed();
+  synchroniseModels();
   resume();
-  const std::int64_t start_step = step_;
+  const std::int64_t start_step = counters_.step;
 
   runAgreed(*control_, "loader setup", [&] {
-    loader_ =
-        std::make_unique<data::Loader>(loaderOptions(cfg_, world_, device_.is_cuda()), position_);
+    loader_ = std::make_unique<data::Loader>(loaderOptions(cfg_, world_, device_.is_cuda()),
+                                             counters_.position);
   });
-  if (cfg_.debug.dump_indices) {
-    index_dump_ = std::make_unique<std::ofstream>(
-        run_dir_ / spdlog::fmt_lib::format("indices-rank{}.txt", world_.rank), std::ios::app);
-  }
-
   if (world_.isRoot()) {
     // On a terminal a live progress line; in batch logs the periodic report lines suffice.
-    progress_ = std::make_unique<ProgressReporter>(cfg_.run.steps, step_, cfg_.run.log_every,
-                                                   cfg_.log.progress && ::isatty(STDERR_FILENO));
+    progress_ =
+        std::make_unique<ProgressReporter>(cfg_.run.steps, counters_.step, cfg_.run.log_every,
+                                           cfg_.log.progress && ::isatty(STDERR_FILENO));
   }
 
-  spdlog::info("training steps {}..{} ({} steps per epoch)", step_, cfg_.run.steps,
+  spdlog::info("training steps {}..{} ({} steps per epoch)", counters_.step, cfg_.run.steps,
                loader_->stepsPerEpoch());
-  while (step_ < cfg_.run.steps) {
-    const std::int64_t before = step_;
+  while (counters_.step < cfg_.run.steps) {
+    const std::int64_t before = counters_.step;
     runStep();
     pollCheckpoint();
-    const bool advanced = step_ > before;
-    if (advanced && step_ % cfg_.run.log_every == 0) report();
-    if (advanced && cfg_.run.image_every > 0 && step_ % cfg_.run.image_every == 0) writeImages();
-    if (advanced && cfg_.checkpoint.every > 0 && step_ % cfg_.checkpoint.every == 0) {
+    const std::int64_t step = counters_.step;
+    const bool advanced = step > before;
+    if (advanced && step % cfg_.run.log_every == 0) report();
+    if (advanced && cfg_.run.image_every > 0 && step % cfg_.run.image_every == 0) {
+      previews_->write(*task_, step);
+    }
+    if (advanced && cfg_.checkpoint.every > 0 && step % cfg_.checkpoint.every == 0) {
       saveCheckpoint(/*wait=*/false);
     }
     if (agreeStop()) {
       saveCheckpoint(/*wait=*/true);
       if (progress_) progress_->finish();
-      throw Preempted("preempted at step " + std::to_string(step_) +
+      previews_->wait();
+      throw Preempted("preempted at step " + std::to_string(counters_.step) +
                       " after saving; run again to resume");
     }
   }
   if (progress_) progress_->finish();
-  if (window_.steps > 0) report();
+  if (log_.steps() > 0) report();
   saveCheckpoint(/*wait=*/true);
-  writeImages();
+  previews_->write(*task_, counters_.step);
   evaluateAtEnd();
+  previews_->wait();
   TrainingSummary summary;
-  summary.steps = step_ - start_step;
-  summary.skipped_steps = skipped_;
+  summary.steps = counters_.step - start_step;
+  summary.skipped_steps = counters_.skipped;
   summary.seconds = secondsSince(started_);
   return summary;
 }

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/file_tree.h"
 #include "trainer/config/config_tree.h"
+#include "trainer/tasks/vqvae_config.h"
 #include "trainer/train_config.h"
 
 namespace tessera::trainer {
@@ -50,11 +51,11 @@ TEST_F(ConfigTest, DefaultsAndValuesBind) {
                           "data:\n  batch_size: 1e2\n  hflip: yes\n");
   const TrainConfig c = loadTrainConfig(path, {});
   EXPECT_EQ(c.run.steps, 50);
-  EXPECT_DOUBLE_EQ(c.optim.lr, 1e-3);
-  EXPECT_EQ(c.optim.betas, (std::vector<double>{0.5, 0.9}));
+  EXPECT_DOUBLE_EQ(c.optimizer("model").lr, 1e-3);
+  EXPECT_EQ(c.optimizer("model").betas, (std::vector<double>{0.5, 0.9}));
   EXPECT_EQ(c.data.batch_size, 100);
   EXPECT_TRUE(c.data.hflip);
-  EXPECT_EQ(c.quantizer.codebook_size, 512);  // default
+  EXPECT_EQ(c.taskConfig<VqVaeConfig>().quantizer.codebook_size, 512);  // default
 }
 
 TEST_F(ConfigTest, UnknownKeyNamesKeyFileLineAndSuggestion) {
@@ -115,8 +116,8 @@ TEST_F(ConfigTest, IncludeMergesAndIncluderWins) {
   write("base.yaml", "optim:\n  lr: 0.5\n  warmup_steps: 3\ndata:\n  batch_size: 4\n");
   const auto path = write("child.yaml", "include: base.yaml\ndata:\n  batch_size: 16\n");
   const TrainConfig c = loadTrainConfig(path, {});
-  EXPECT_DOUBLE_EQ(c.optim.lr, 0.5);
-  EXPECT_EQ(c.optim.warmup_steps, 3);
+  EXPECT_DOUBLE_EQ(c.optimizer("model").lr, 0.5);
+  EXPECT_EQ(c.optimizer("model").warmup_steps, 3);
   EXPECT_EQ(c.data.batch_size, 16);
 }
 
@@ -148,8 +149,8 @@ TEST_F(ConfigTest, OverridesApplyWithTypes) {
   const auto path = write("a.yaml", "optim:\n  lr: 0.5\n");
   const TrainConfig c = loadTrainConfig(
       path, {"optim.lr=0.25", "optim.betas=[0.1, 0.2]", "data.hflip=true", "run.name=abc"});
-  EXPECT_DOUBLE_EQ(c.optim.lr, 0.25);
-  EXPECT_EQ(c.optim.betas, (std::vector<double>{0.1, 0.2}));
+  EXPECT_DOUBLE_EQ(c.optimizer("model").lr, 0.25);
+  EXPECT_EQ(c.optimizer("model").betas, (std::vector<double>{0.1, 0.2}));
   EXPECT_TRUE(c.data.hflip);
   EXPECT_EQ(c.run.name, "abc");
 }
@@ -174,8 +175,13 @@ TEST_F(ConfigTest, CrossFieldValidation) {
             std::string::npos);
   EXPECT_NE(errorOf(write("b.yaml", "optim: {betas: [0.9]}\n")).find("two values"),
             std::string::npos);
-  EXPECT_NE(errorOf(write("c.yaml", "model: {image_size: 30, downsample: 2}\n")).find("divisible"),
+  EXPECT_NE(errorOf(write("c.yaml", "data: {image_size: 30}\nmodel: {downsample: 2}\n"))
+                .find("data.image_size (30) must be divisible by 2^model.downsample"),
             std::string::npos);
+  // The image shape is the data's: the VQ-VAE's model section no longer has one.
+  EXPECT_NE(
+      errorOf(write("d.yaml", "model: {image_size: 28}\n")).find("did you mean 'data.image_size'"),
+      std::string::npos);
 }
 
 TEST_F(ConfigTest, DumpRoundTripsAndListsEveryKey) {

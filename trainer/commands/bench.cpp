@@ -39,11 +39,8 @@ class BenchBatches {
       data::Batch b;
       auto gen = makeGenerator(rngKey(static_cast<std::uint64_t>(c.run.seed), RngPurpose::kTest,
                                       static_cast<std::uint64_t>(w.rank), i));
-      b.images = torch::rand({c.data.batch_size, c.model.in_channels, c.model.image_size,
-                              c.model.image_size},
-                             gen) *
-                     2 -
-                 1;
+      const data::ImageShape s = trainingImageShape(c);
+      b.images = torch::rand({c.data.batch_size, s.channels, s.height, s.width}, gen) * 2 - 1;
       synthetic_.push_back(b);
     }
   }
@@ -68,7 +65,11 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
   co.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(c.comm.timeout * 1000));
   auto control = comm::makeControlCommunicator(mpi, co);
   auto grads = comm::makeCommunicator(mpi, device, co);
-  auto task = makeTask(c, device, *grads);
+  TaskEnvironment env;
+  env.device = device;
+  env.grads = grads.get();
+  env.image = trainingImageShape(c);
+  auto task = makeTask(c, env);
   std::vector<at::Tensor> all;
   for (auto& [name, t] : moduleTensors(task->modules())) all.push_back(t);
   {
@@ -82,7 +83,7 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
   const std::int64_t warmup = args.warmup >= 0 ? args.warmup : 5;
   const std::int64_t steps = args.steps > 0 ? args.steps : 30;
   StepContext ctx;
-  ctx.lr = c.optim.lr;
+  for (const auto& o : c.optim) ctx.lrs[o.name] = o.config.lr;
   ctx.agree_finite = [&](bool ok) {
     at::Tensor t = torch::tensor({ok ? 1.0f : 0.0f});
     control->allReduce({t}, comm::ReduceOp::kMin, {"allreduce", "finite agreement", ctx.step, -1});
@@ -125,7 +126,7 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
       .add("data_wait_fraction", (batches.waitSeconds() - wait0) / seconds)
       .add("comm_seconds_per_step", comm_s / steps)
       .add("comm_hidden_fraction", comm_s > 0 ? 1 - exposed_s / comm_s : 0.0)
-      .add("loss", last.losses.empty() ? 0.0 : last.losses[0].second);
+      .add("loss", last.losses.empty() ? 0.0 : last.losses[0].second.item<double>());
   // Model FLOP/s of one device (and MFU against metrics.peak_tflops when it is set).
   const double flops_per_image = task->trainingFlopsPerImage();
   if (flops_per_image > 0) {

@@ -6,6 +6,7 @@
 #include "comm/communicator.h"
 #include "comm/mpi_session.h"
 #include "comm/reducer_benchmark.h"
+#include "core/error.h"
 #include "core/keyed_rng.h"
 #include "trainer/bench_commands.h"
 #include "trainer/device.h"
@@ -23,10 +24,16 @@ std::vector<JsonObject> benchAllreduce(const TrainConfig& c, const BenchArgs& ar
   co.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(c.comm.timeout * 1000));
   auto grads = comm::makeCommunicator(mpi, device, co);
 
-  models::VqVae model = makeVqVae(vqvaeOptions(c), static_cast<std::uint64_t>(c.run.seed), device);
+  // The reducer is measured on the VQ-VAE's gradients (the benchmark model of docs/benchmarks.md).
+  if (c.task != "vqvae") {
+    throw ConfigError("bench allreduce measures the VQ-VAE's gradients: use a task: vqvae config");
+  }
+  const data::ImageShape shape = trainingImageShape(c);
+  models::VqVae model = makeVqVae(vqvaeOptions(c, static_cast<int>(shape.channels)),
+                                  static_cast<std::uint64_t>(c.run.seed), device);
   std::vector<at::Tensor> params;
   for (auto& p : model->parameters()) params.push_back(p);
-  comm::GradReducerOptions reducer = updaterOptions(c).reducer;
+  comm::GradReducerOptions reducer = updaterOptions(c, "model").reducer;
   comm::BenchIterations iters;
   if (args.steps > 0) iters.iterations = static_cast<int>(args.steps);
   if (args.warmup >= 0) iters.warmup = static_cast<int>(args.warmup);
@@ -37,10 +44,7 @@ std::vector<JsonObject> benchAllreduce(const TrainConfig& c, const BenchArgs& ar
   auto gen = makeGenerator(rngKey(static_cast<std::uint64_t>(c.run.seed), RngPurpose::kTest,
                                   static_cast<std::uint64_t>(w.rank)));
   const at::Tensor x =
-      (torch::rand({c.data.batch_size, c.model.in_channels, c.model.image_size, c.model.image_size},
-                   gen) *
-           2 -
-       1)
+      (torch::rand({c.data.batch_size, shape.channels, shape.height, shape.width}, gen) * 2 - 1)
           .to(device);
   model->train();
   auto loss = [&] {

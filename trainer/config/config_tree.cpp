@@ -328,8 +328,9 @@ std::string show(const YAML::Node& node) {
 
 class Binder : public FieldVisitor {
  public:
-  Binder(const ConfigTree::Impl& tree, std::vector<std::string> valid)
-      : tree_(tree), valid_(std::move(valid)) {
+  // `schema` lists the valid keys for suggestions; it is asked only when a key is unknown, so
+  // that sections declared by an earlier choice (a task's own) are among them.
+  Binder(const ConfigTree::Impl& tree, Schema schema) : tree_(tree), schema_(std::move(schema)) {
     frames_.push_back({tree.root, "", {}});
   }
 
@@ -498,14 +499,14 @@ class Binder : public FieldVisitor {
       const std::string key = kv.first.Scalar();
       if (frame.known.count(key)) continue;
       const std::string path = join(frame.prefix, key);
-      const std::string hint = suggest(path, valid_);
+      const std::string hint = suggest(path, listKeys(schema_));
       throw ConfigError(tree_.originOf(path) + ": unknown key '" + path + "'" +
                         (hint.empty() ? std::string() : " (did you mean '" + hint + "'?)"));
     }
   }
 
   const ConfigTree::Impl& tree_;
-  std::vector<std::string> valid_;
+  Schema schema_;
   std::vector<Frame> frames_;
 };
 
@@ -575,7 +576,7 @@ class Dumper : public FieldVisitor {
 }  // namespace
 
 void ConfigTree::bind(const Schema& schema) const {
-  Binder binder(*impl_, listKeys(schema));
+  Binder binder(*impl_, schema);
   schema(binder);
   binder.finish();
 }

@@ -3,8 +3,6 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
-#include <cmath>
-
 #include "core/keyed_rng.h"
 #include "data/image_transform.h"
 #include "data/loader.h"
@@ -27,8 +25,9 @@ models::VqVae makeVqVae(const models::VqVaeOptions& options, std::uint64_t seed,
 VqVaeTask::VqVaeTask(const VqVaeTaskOptions& options, comm::Communicator& comm)
     : options_(options),
       model_(makeVqVae(options.model, options.seed, options.device)),
-      stats_(comm, "codebook[model]") {
-  updater_ = std::make_unique<ModelUpdater>("model", *model_, comm, options.updater);
+      stats_(comm, "codebook[model]"),
+      updaters_(comm) {
+  updaters_.add("model", *model_, options.updater);
 }
 
 std::vector<std::pair<std::string, torch::nn::Module*>> VqVaeTask::modules() {
@@ -38,7 +37,6 @@ std::vector<std::pair<std::string, torch::nn::Module*>> VqVaeTask::modules() {
 StepResult VqVaeTask::step(const data::Batch& batch, const StepContext& ctx) {
   model_->train();
   stats_.setStep(ctx.step);
-  updater_->zeroGrad();
   const at::Tensor x =
       data::modelInput(batch.images.to(options_.device, /*non_blocking=*/true), batch.flips);
   auto& vq = model_->quantizer();
@@ -49,26 +47,23 @@ StepResult VqVaeTask::step(const data::Batch& batch, const StepContext& ctx) {
 
   const int n = std::max<int>(1, std::min<int>(options_.grad_accum, static_cast<int>(x.size(0))));
   const auto chunks = x.chunk(n, 0);
-  double recon_total = 0, commit_total = 0;
-  for (int i = 0; i < n; ++i) {
-    updater_->prepareBackward(i == n - 1, ctx.step);
+  at::Tensor recon_total, commit_total;
+  auto add = [n](at::Tensor& sum, const at::Tensor& v) {
+    const at::Tensor part = v.detach() / n;
+    sum = sum.defined() ? sum + part : part;
+  };
+  StepResult result;
+  result.updates.push_back(updaters_.update("model", ctx, n, [&](int i) {
     const at::Tensor& xi = chunks[static_cast<std::size_t>(i)];
     const models::VqVaeOutput out = model_->forward(xi);
     const at::Tensor recon = torch::mse_loss(out.reconstruction, xi);
-    const at::Tensor loss = (recon + out.commitment) * (updater_->lossScale() / n);
-    loss.backward();
-    recon_total += recon.item<double>() / n;
-    commit_total += out.commitment.item<double>() / n;
-  }
-  updater_->finishBackward();
-
-  StepResult result;
-  const double total = recon_total + commit_total;
-  result.losses = {{"loss", total}, {"recon", recon_total}, {"commit", commit_total}};
-  result.grad_norm = updater_->gradNorm();
-  result.applied = ctx.agree_finite(std::isfinite(total) && std::isfinite(result.grad_norm));
-  if (result.applied) {
-    updater_->apply(ctx.lr);
+    add(recon_total, recon);
+    add(commit_total, out.commitment);
+    return recon + out.commitment;
+  }));
+  result.losses = {
+      {"loss", recon_total + commit_total}, {"recon", recon_total}, {"commit", commit_total}};
+  if (result.updates.back().applied) {
     vq->update(stats_, ctx.step);
   } else {
     vq->discardPending();
@@ -91,13 +86,13 @@ void VqVaeTask::afterStep(std::int64_t step) {
 
 void VqVaeTask::collectState(NamedTensors& tensors,
                              std::map<std::string, std::int64_t>& ints) const {
-  updater_->collectState(tensors, ints);
+  updaters_.collectState(tensors, ints);
   ints["codebook/mismatches"] = mismatches_;
 }
 
 void VqVaeTask::restoreState(const std::map<std::string, at::Tensor>& tensors,
                              const std::map<std::string, std::int64_t>& ints) {
-  updater_->restoreState(tensors, ints);
+  updaters_.restoreState(tensors, ints);
   if (auto it = ints.find("codebook/mismatches"); it != ints.end()) mismatches_ = it->second;
 }
 
@@ -119,7 +114,7 @@ void VqVaeTask::publishMetrics(TrainingMetrics& metrics) const {
 }
 
 std::vector<const comm::ReducerStats*> VqVaeTask::commStats() const {
-  return {&updater_->commStats()};
+  return updaters_.commStats();
 }
 
 at::Tensor VqVaeTask::reconstruct(const at::Tensor& images) {

@@ -20,7 +20,7 @@ struct VqVaeTaskOptions {
   std::int64_t hash_check_every = 100;
   std::uint64_t seed = 0;
   c10::Device device = c10::Device(c10::kCPU);
-  std::int64_t image_size = 28;
+  std::int64_t image_size = 28;  // of the training images (for FLOP counts)
 };
 
 class VqVaeTask final : public Task {
@@ -50,7 +50,7 @@ class VqVaeTask final : public Task {
   VqVaeTaskOptions options_;
   models::VqVae model_{nullptr};
   CommStatsReducer stats_;
-  std::unique_ptr<ModelUpdater> updater_;
+  Updaters updaters_;
   std::int64_t mismatches_ = 0;
 };
 

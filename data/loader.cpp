@@ -1,15 +1,18 @@
 #include "data/loader.h"
 
 #include <ATen/ops/empty.h>
+#include <sys/mman.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <numeric>
 #include <thread>
 #include <vector>
@@ -30,17 +33,30 @@ constexpr std::int64_t kCacheReadBytes = 64 << 20;
 constexpr std::int64_t kPrefetchAhead = 4;
 constexpr std::int64_t kPrefetchBytes = 4096;
 
-// How long the consumer and the workers poll before they sleep on a condition variable.
-constexpr std::chrono::microseconds kSpinBeforeSleeping(200);
+// The memory cache. A shuffled batch touches a different 4 KiB page for nearly every image, and
+// on a VM every TLB miss walks both the guest's and the host's page tables. Where the kernel
+// offers transparent huge pages on request (`madvise` mode, as on Debian), the cache is aligned
+// to and advised for 2 MiB pages, which keep all of Fashion-MNIST (47 MB) within the TLB's reach.
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
 
-// Polls `done`, yielding the core between checks, until kSpinBeforeSleeping after `since`: a
-// wait of microseconds is cheaper awake than through a futex sleep and wake-up (tens of
-// microseconds on VMs), and whoever would have had to wake the waiter makes no system call.
-template <class Done>
-void pollBriefly(std::chrono::steady_clock::time_point since, const Done& done) {
-  while (!done() && std::chrono::steady_clock::now() - since < kSpinBeforeSleeping) {
-    std::this_thread::yield();
+struct FreeBytes {
+  void operator()(std::uint8_t* p) const { std::free(p); }
+};
+using CacheMemory = std::unique_ptr<std::uint8_t, FreeBytes>;
+
+CacheMemory allocateCache(std::size_t bytes) {
+  void* p = nullptr;
+  if (bytes >= kHugePage) {
+    const std::size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+    p = std::aligned_alloc(kHugePage, rounded);
+#ifdef MADV_HUGEPAGE
+    if (p != nullptr) ::madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
+  } else {
+    p = std::malloc(std::max<std::size_t>(bytes, 1));
   }
+  if (p == nullptr) throw std::bad_alloc();
+  return CacheMemory(static_cast<std::uint8_t*>(p));
 }
 
 struct Slot {
@@ -155,7 +171,12 @@ struct Loader::State {
                 static_cast<std::size_t>(options.prefetch + options.workers + 4)) {}
 
   void fillCache();
-  void work(int worker);
+  void work();
+  // Takes the first step no thread has taken yet, when it lies within `prefetch` steps of the
+  // consumer. Requires `mutex`.
+  bool claim(std::int64_t* step, DataPosition* pos);
+  // Builds a claimed step (its batch, or the error building it) without holding `mutex`.
+  Slot buildSlot(DataPosition pos, std::vector<std::uint8_t>& staging);
   Batch build(DataPosition pos, std::vector<std::uint8_t>& staging);
   bool flipped(std::int64_t epoch, std::int64_t index) const {
     if (!options.hflip) return false;
@@ -172,20 +193,22 @@ struct Loader::State {
   const std::int64_t image_bytes;
   const DataPosition start;
   BufferPool buffers;
-  std::unique_ptr<std::uint8_t[]> memory;  // every image, when cached
-  std::vector<std::int64_t> labels;        // every label, when the file has them
+  CacheMemory memory;                // every image, when cached
+  std::vector<std::int64_t> labels;  // every label, when the file has them
 
   std::mutex mutex;
   std::condition_variable ready_cv;  // the consumer waits for its step
-  std::condition_variable space_cv;  // workers wait for room in the queue
+  std::condition_variable space_cv;  // workers wait for a step to claim
   std::map<std::int64_t, Slot> ready;
-  std::atomic<std::int64_t> ready_version{0};  // bumped whenever a slot is added
-  std::int64_t next_step = 0;                  // the step next() returns next, counted from `start`
-  std::atomic<std::int64_t> next_step_seen{0};  // next_step, for workers polling without the lock
-  int sleeping_workers = 0;                     // workers inside space_cv.wait()
+  std::int64_t next_step = 0;      // the step next() returns next, counted from `start`
+  std::int64_t next_claim = 0;     // the first step no thread has claimed
+  DataPosition claim_pos = start;  // where step next_claim starts
+  int sleeping_workers = 0;        // workers inside space_cv.wait()
+  bool consumer_sleeping = false;  // next() inside ready_cv.wait()
   bool stop = false;
   std::exception_ptr failed;
   double wait_seconds = 0;
+  std::vector<std::uint8_t> consumer_staging;  // for the steps next() builds itself
   std::vector<std::thread> workers;
 };
 
@@ -195,7 +218,7 @@ struct Loader::State {
 // access, which made the first epoch from the cache ~10x slower (measured on this project's VMs).
 void Loader::State::fillCache() {
   const std::int64_t n = file.size();
-  memory.reset(new std::uint8_t[static_cast<std::size_t>(n * image_bytes)]);
+  memory = allocateCache(static_cast<std::size_t>(n * image_bytes));
   const std::int64_t step = std::clamp<std::int64_t>(kCacheReadBytes / image_bytes, 1, n);
   std::vector<std::uint8_t> staging(static_cast<std::size_t>(step * image_bytes));
   for (std::int64_t i = 0; i < n; i += step) {
@@ -299,42 +322,50 @@ Batch Loader::State::build(DataPosition pos, std::vector<std::uint8_t>& staging)
   return batch;
 }
 
-// Worker w builds steps w, w + W, w + 2W, ... (W workers), each as soon as it is within
-// `prefetch` steps of the consumer. A failed step ends the worker: its error is the step's
-// result, and no later step can be handed out in order past it.
-void Loader::State::work(int worker) {
-  const int W = options.workers;
-  const std::int64_t window = std::max(1, options.prefetch);
+bool Loader::State::claim(std::int64_t* step, DataPosition* pos) {
+  if (next_claim >= next_step + options.prefetch) return false;
+  *step = next_claim++;
+  *pos = claim_pos;
+  claim_pos = sampler.advance(claim_pos, options.world, options.batch_size);
+  return true;
+}
+
+Slot Loader::State::buildSlot(DataPosition pos, std::vector<std::uint8_t>& staging) {
+  Slot slot;
+  try {
+    slot.batch = build(pos, staging);
+  } catch (...) {
+    slot.error = std::current_exception();
+  }
+  return slot;
+}
+
+// Workers claim steps in order, each as soon as it is within `prefetch` steps of the consumer,
+// and sleep while there is none to claim. A failed step ends its worker: the error is the step's
+// result, and no later step is handed out in order past it.
+void Loader::State::work() {
   std::vector<std::uint8_t> staging;
-  DataPosition pos = start;
-  std::int64_t pos_step = 0;
-  for (std::int64_t k = worker;; k += W) {
-    Slot slot;
-    try {
-      while (pos_step < k) {
-        pos = sampler.advance(pos, options.world, options.batch_size);
-        ++pos_step;
-      }
-      pollBriefly(std::chrono::steady_clock::now(),
-                  [&] { return k < next_step_seen.load(std::memory_order_acquire) + window; });
-      {
-        std::unique_lock<std::mutex> lock(mutex);
+  for (;;) {
+    std::int64_t k = 0;
+    DataPosition pos;
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      while (!stop && !claim(&k, &pos)) {
         ++sleeping_workers;
-        space_cv.wait(lock, [&] { return stop || k < next_step + window; });
+        space_cv.wait(lock);
         --sleeping_workers;
-        if (stop) return;
       }
-      slot.batch = build(pos, staging);
-    } catch (...) {
-      slot.error = std::current_exception();
+      if (stop) return;
     }
+    Slot slot = buildSlot(pos, staging);
     const bool failed_here = static_cast<bool>(slot.error);
+    bool wake = false;
     {
       std::lock_guard<std::mutex> lock(mutex);
+      wake = consumer_sleeping && k == next_step;
       ready.emplace(k, std::move(slot));
-      ready_version.fetch_add(1, std::memory_order_release);
     }
-    ready_cv.notify_all();
+    if (wake) ready_cv.notify_one();
     if (failed_here) return;
   }
 }
@@ -349,7 +380,7 @@ Loader::Loader(LoaderOptions options, DataPosition start)
   if (shouldCache(s.options, s.file)) s.fillCache();
   s.workers.reserve(static_cast<std::size_t>(s.options.workers));
   try {
-    for (int w = 0; w < s.options.workers; ++w) s.workers.emplace_back([&s, w] { s.work(w); });
+    for (int w = 0; w < s.options.workers; ++w) s.workers.emplace_back([&s] { s.work(); });
   } catch (...) {
     {
       std::lock_guard<std::mutex> lock(s.mutex);
@@ -373,6 +404,13 @@ Loader::~Loader() {
   }
 }
 
+// While its step is not ready, next() builds the first unclaimed step of the window itself
+// rather than wait: a consumer that outruns the workers lends them its core instead of idling,
+// and sleeps only when every step of the window is taken. Nothing spins. With more runnable
+// threads than cores (2 cores here: two workers, the consumer, often another process), a waiter
+// that polls and yields either holds a core a worker needs or hands it to another process until
+// that one's time slice ends; in some runs that halved the loader's throughput (issue 12,
+// defect 10). A thread woken from a sleep is usually run at once.
 Batch Loader::next() {
   State& s = *state_;
   std::unique_lock<std::mutex> lock(s.mutex);
@@ -380,11 +418,20 @@ Batch Loader::next() {
   auto it = s.ready.find(s.next_step);
   if (it == s.ready.end()) {
     const auto t0 = std::chrono::steady_clock::now();
-    const std::int64_t seen = s.ready_version.load(std::memory_order_acquire);
-    lock.unlock();
-    pollBriefly(t0, [&] { return s.ready_version.load(std::memory_order_acquire) != seen; });
-    lock.lock();
-    s.ready_cv.wait(lock, [&] { return (it = s.ready.find(s.next_step)) != s.ready.end(); });
+    while ((it = s.ready.find(s.next_step)) == s.ready.end()) {
+      std::int64_t k = 0;
+      DataPosition pos;
+      if (s.claim(&k, &pos)) {
+        lock.unlock();
+        Slot slot = s.buildSlot(pos, s.consumer_staging);
+        lock.lock();
+        s.ready.emplace(k, std::move(slot));
+        continue;
+      }
+      s.consumer_sleeping = true;
+      s.ready_cv.wait(lock);
+      s.consumer_sleeping = false;
+    }
     s.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   Slot slot = std::move(it->second);
@@ -394,10 +441,9 @@ Batch Loader::next() {
     std::rethrow_exception(s.failed);
   }
   ++s.next_step;
-  s.next_step_seen.store(s.next_step, std::memory_order_release);
-  const bool wake = s.sleeping_workers > 0;
+  const bool wake = s.sleeping_workers > 0;  // one more step can be claimed
   lock.unlock();
-  if (wake) s.space_cv.notify_all();
+  if (wake) s.space_cv.notify_one();
   return std::move(slot.batch);
 }
 

@@ -1,6 +1,7 @@
 // Background loading of training batches: worker threads read a rank's share of each step,
 // convert it to float, augment it and hand ready batches to the training thread through a
-// bounded, ordered queue.
+// bounded, ordered queue. A training thread that finds its batch not ready builds batches of the
+// queue itself rather than wait idle.
 #pragma once
 
 #include <cstdint>
@@ -25,13 +26,15 @@ class Loader {
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
 
-  // The next step's batch; blocks until it is ready. Batches come in step order whatever the
-  // number of workers, and their contents are independent of thread timing. A worker's
-  // exception is rethrown here (same type and message) when its step is reached, and again on
-  // every later call.
+  // The next step's batch; blocks until it is ready. While it is not, builds the first step
+  // of the `prefetch` window that no worker has taken yet, if any. Batches come in step order
+  // whatever the number of workers, and their contents are independent of thread timing and of
+  // which thread built them. An exception building a step is rethrown here (same type and
+  // message) when that step is reached, and again on every later call.
   Batch next();
 
-  // Cumulative seconds next() spent blocked waiting for a batch.
+  // Cumulative seconds next() spent on batches that were not ready when it was called (waiting
+  // for a worker, or building steps itself).
   double waitSeconds() const;
   std::int64_t stepsPerEpoch() const;
   std::int64_t datasetSize() const;

@@ -1,4 +1,5 @@
-// `tessera bench data`: the loader on data.train vs a raw sequential H5Dread of the same bytes.
+// `tessera bench data`: the loader on data.train vs a raw sequential H5Dread of the same bytes,
+// in alternating rounds.
 #include "comm/mpi_session.h"
 #include "core/error.h"
 #include "data/image_file.h"
@@ -8,23 +9,27 @@
 
 namespace tessera::trainer {
 
+namespace {
+
+// Alternating loader and raw segments per run: enough to spread both over the same stretch of
+// a shared machine's load, few enough that each segment (4,000 batches of 256 at --steps 20000)
+// lasts far longer than a batch.
+constexpr int kRounds = 5;
+
+}  // namespace
+
 std::vector<JsonObject> benchData(const TrainConfig& c, const BenchArgs& args,
                                   const comm::MpiSession& mpi) {
   if (c.data.train.empty()) throw ConfigError("bench data: data.train is not set");
   const comm::World& w = mpi.world();
   const data::LoaderOptions o = loaderOptions(c, w);
 
-  // Closed again before the raw read: HDF5 refuses to open one file twice with different
-  // locking flags.
   const std::int64_t size = data::ImageFile::open(c.data.train, c.data.dataset, &o.expected).size();
   // Default: one pass over this rank's share of the file.
   const std::int64_t batches =
       args.steps > 0 ? args.steps
                      : std::max<std::int64_t>(1, size / (c.data.batch_size * w.size) - 1);
-  JsonObject loader = data::benchmarkLoader(o, batches);
-  // The same number of images, starting over at the end of the file like the loader's epochs.
-  JsonObject raw =
-      data::benchmarkRawRead(c.data.train, c.data.dataset, 256, batches * c.data.batch_size);
+  auto [loader, raw] = data::benchmarkLoaderAndRawRead(o, batches, kRounds);
   return {loader, raw};
 }
 

@@ -21,27 +21,29 @@ Adam::Adam(std::vector<at::Tensor> params, AdamOptions options)
 void Adam::step(double lr) {
   c10::NoGradGuard no_grad;
   ++steps_;
-  const double b1 = options_.beta1, b2 = options_.beta2;
-  const double bias1 = 1 - std::pow(b1, static_cast<double>(steps_));
-  const double bias2_sqrt = std::sqrt(1 - std::pow(b2, static_cast<double>(steps_)));
-  const double step_size = lr / bias1;
+  multi_tensor::AdamStep s;
+  s.lr = lr;
+  s.beta1 = options_.beta1;
+  s.beta2 = options_.beta2;
+  s.eps = options_.eps;
+  s.weight_decay = options_.weight_decay;
+  s.decoupled_weight_decay = options_.decoupled_weight_decay;
+  s.bias2_sqrt = std::sqrt(1 - std::pow(options_.beta2, static_cast<double>(steps_)));
+  s.step_size = lr / (1 - std::pow(options_.beta1, static_cast<double>(steps_)));
+  std::vector<at::Tensor> p, g, m, v;
+  p.reserve(params_.size());
+  g.reserve(params_.size());
+  m.reserve(params_.size());
+  v.reserve(params_.size());
   for (std::size_t i = 0; i < params_.size(); ++i) {
-    at::Tensor& p = params_[i];
-    const at::Tensor& g0 = p.grad();
-    if (!g0.defined()) continue;
-    at::Tensor g = g0;
-    if (options_.weight_decay != 0) {
-      if (options_.decoupled_weight_decay) {
-        p.mul_(1 - lr * options_.weight_decay);
-      } else {
-        g = g.add(p, options_.weight_decay);
-      }
-    }
-    exp_avg_[i].mul_(b1).add_(g, 1 - b1);
-    exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1 - b2);
-    const at::Tensor denom = (exp_avg_sq_[i].sqrt() / bias2_sqrt).add_(options_.eps);
-    p.addcdiv_(exp_avg_[i], denom, -step_size);
+    const at::Tensor& grad = params_[i].grad();
+    if (!grad.defined()) continue;
+    p.push_back(params_[i]);
+    g.push_back(grad);
+    m.push_back(exp_avg_[i]);
+    v.push_back(exp_avg_sq_[i]);
   }
+  multi_tensor::adam(options_.kernel, p, g, m, v, s);
 }
 
 std::vector<std::pair<std::string, at::Tensor>> Adam::state() const {

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "trainer/optim/multi_tensor.h"
+
 namespace tessera::trainer {
 
 struct AdamOptions {
@@ -18,14 +20,18 @@ struct AdamOptions {
   double eps = 1e-8;
   double weight_decay = 0;
   bool decoupled_weight_decay = false;  // AdamW
+  // How the update runs over the parameters (trainer/optim/multi_tensor.h); kPerTensor is the
+  // reference loop.
+  UpdateKernel kernel = UpdateKernel::kAuto;
 };
 
 class Adam {
  public:
   Adam(std::vector<at::Tensor> params, AdamOptions options);
 
-  // One update with learning rate `lr` from the parameters' current gradients. Parameters
-  // without a gradient are left alone (as PyTorch does).
+  // One update with learning rate `lr` from the parameters' current gradients, as multi-tensor
+  // or fused element-wise updates (options.kernel). Parameters without a gradient are left alone
+  // (as PyTorch does). Never reads the device on the host.
   void step(double lr);
 
   std::int64_t steps() const { return steps_; }

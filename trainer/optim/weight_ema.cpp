@@ -11,8 +11,8 @@
 namespace tessera::trainer {
 
 WeightEma::WeightEma(std::vector<std::pair<std::string, at::Tensor>> params,
-                     std::vector<double> decays)
-    : params_(std::move(params)), decays_(std::move(decays)) {
+                     std::vector<double> decays, UpdateKernel kernel)
+    : params_(std::move(params)), decays_(std::move(decays)), kernel_(kernel) {
   c10::NoGradGuard no_grad;
   for (std::size_t r = 0; r < decays_.size(); ++r) {
     std::vector<at::Tensor> copies;
@@ -24,10 +24,12 @@ WeightEma::WeightEma(std::vector<std::pair<std::string, at::Tensor>> params,
 void WeightEma::update() {
   c10::NoGradGuard no_grad;
   ++updates_;
+  // The live parameters, looked up now (a module moved to another device has new storage).
+  std::vector<at::Tensor> live;
+  live.reserve(params_.size());
+  for (const auto& [name, p] : params_) live.push_back(p);
   for (std::size_t r = 0; r < decays_.size(); ++r) {
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      shadows_[r][i].lerp_(params_[i].second.detach(), 1 - decays_[r]);
-    }
+    multi_tensor::lerp(kernel_, shadows_[r], live, 1 - decays_[r]);
   }
 }
 

@@ -10,13 +10,17 @@
 #include <utility>
 #include <vector>
 
+#include "trainer/optim/multi_tensor.h"
+
 namespace tessera::trainer {
 
 class WeightEma {
  public:
-  WeightEma(std::vector<std::pair<std::string, at::Tensor>> params, std::vector<double> decays);
+  WeightEma(std::vector<std::pair<std::string, at::Tensor>> params, std::vector<double> decays,
+            UpdateKernel kernel = UpdateKernel::kAuto);
 
-  // shadow = decay * shadow + (1 - decay) * param, for every rate.
+  // shadow = decay * shadow + (1 - decay) * param (shadow.lerp_(param, 1 - decay)), for every
+  // rate, as multi-tensor or fused element-wise updates (trainer/optim/multi_tensor.h).
   void update();
 
   const std::vector<double>& decays() const { return decays_; }
@@ -34,6 +38,7 @@ class WeightEma {
   std::vector<std::pair<std::string, at::Tensor>> params_;
   std::vector<double> decays_;
   std::vector<std::vector<at::Tensor>> shadows_;
+  UpdateKernel kernel_;
   std::int64_t updates_ = 0;
 };
 

@@ -4,8 +4,10 @@
 
 #include <cmath>
 #include <iostream>
+#include <limits>
 
 #include "trainer/optim/adam.h"
+#include "trainer/optim/grad_norm.h"
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/optim/weight_ema.h"
 
@@ -295,6 +297,52 @@ TEST(MultiTensorEma, KernelsMatchPerTensorReference) {
   for (std::size_t k = 0; k < kernels.size(); ++k) EXPECT_EQ(emas[k]->updates(), 6);
   // State names are unchanged.
   EXPECT_EQ(emas[1]->state().front().first, "0.999/p0");
+}
+
+TEST(GradNorm, GlobalNormMatchesReference) {
+  ParamSet set = makeParams();
+  setGrads(set.params, 3);
+  std::vector<at::Tensor> grads;
+  for (const auto& p : set.params) grads.push_back(p.grad());  // the last one is undefined
+  const at::Tensor norm = globalNorm(grads);
+  const at::Tensor ref = reference::globalNorm(grads);
+  EXPECT_EQ(norm.dim(), 0);
+  EXPECT_EQ(norm.scalar_type(), at::kFloat);
+  EXPECT_TRUE(norm.device().is_cpu());
+  double expected = 0;  // in float64 over every element
+  for (const auto& g : grads) {
+    if (g.defined()) expected += g.to(torch::kDouble).pow(2).sum().item<double>();
+  }
+  expected = std::sqrt(expected);
+  EXPECT_NEAR(norm.item<double>(), expected, 1e-6 * expected);
+  EXPECT_NEAR(ref.item<double>(), expected, 1e-6 * expected);
+  EXPECT_EQ(globalNorm({}).item<float>(), 0.0f);
+  EXPECT_EQ(globalNorm({at::Tensor()}).item<float>(), 0.0f);
+}
+
+TEST(GradNorm, ClipMatchesReferenceBitwise) {
+  for (const double max_norm : {0.5, 1e9}) {
+    ParamSet a = makeParams(), b = makeParams();
+    setGrads(a.params, 4);
+    setGrads(b.params, 4);
+    std::vector<at::Tensor> ga, gb;
+    for (const auto& p : a.params) ga.push_back(p.grad());
+    for (const auto& p : b.params) gb.push_back(p.grad());
+    const at::Tensor norm = globalNorm(ga);
+    clipByGlobalNorm(ga, max_norm, norm);
+    reference::clipByGlobalNorm(gb, max_norm, norm);
+    for (std::size_t i = 0; i + 1 < ga.size(); ++i) EXPECT_TRUE(torch::equal(ga[i], gb[i])) << i;
+    if (max_norm < 1) {
+      EXPECT_NEAR(globalNorm(ga).item<double>(), max_norm, 1e-5);
+    }
+  }
+}
+
+TEST(GradNorm, ClipLeavesGradientsAloneOnNaNNorm) {
+  at::Tensor g = torch::randn({10});
+  const at::Tensor before = g.clone();
+  clipByGlobalNorm({g}, 1.0, torch::tensor(std::numeric_limits<float>::quiet_NaN()));
+  EXPECT_TRUE(torch::equal(g, before));
 }
 
 }  // namespace

@@ -18,4 +18,9 @@ std::vector<JsonObject> benchAllreduce(const TrainConfig& config, const BenchArg
 std::vector<JsonObject> benchData(const TrainConfig& config, const BenchArgs& args,
                                   const comm::MpiSession& mpi);
 
+// Gradient norm, clipping, Adam and weight EMA per step on a UNet's parameter shapes (328
+// tensors): per-tensor reference vs multi-tensor updates, alternating rounds.
+std::vector<JsonObject> benchOptim(const TrainConfig& config, const BenchArgs& args,
+                                   const comm::MpiSession& mpi);
+
 }  // namespace tessera::trainer

@@ -59,9 +59,9 @@ int runCli(int argc, char** argv) {
 
   BenchArgs bench;
   auto* bench_cmd = app.add_subcommand("bench", "benchmarks; one JSON line per result on stdout");
-  bench_cmd->add_option("kind", bench.kind, "train | allreduce | data")
+  bench_cmd->add_option("kind", bench.kind, "train | allreduce | data | optim")
       ->required()
-      ->check(CLI::IsMember({"train", "allreduce", "data"}));
+      ->check(CLI::IsMember({"train", "allreduce", "data", "optim"}));
   bench_cmd->add_option("--config,-c", bench.config, "YAML config file")->required();
   bench_cmd->add_option("--steps", bench.steps, "timed steps")->check(CLI::NonNegativeNumber);
   bench_cmd->add_option("--warmup", bench.warmup, "untimed warm-up steps")

@@ -1,4 +1,4 @@
-// `tessera bench train|allreduce|data`: one JSON line per result on stdout (rank 0), warm-up
+// `tessera bench train|allreduce|data|optim`: one JSON line per result on stdout (rank 0), warm-up
 // excluded, every rank synchronised before the clock is read.
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
@@ -146,6 +146,8 @@ int runBench(const BenchArgs& args, const comm::MpiSession& mpi) {
     lines.push_back(benchTrain(config, args, mpi));
   } else if (args.kind == "allreduce") {
     lines = benchAllreduce(config, args, mpi);
+  } else if (args.kind == "optim") {
+    lines = benchOptim(config, args, mpi);
   } else {
     lines = benchData(config, args, mpi);
   }

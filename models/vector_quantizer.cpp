@@ -212,24 +212,58 @@ void VectorQuantizerImpl::update(StatsReducer& reducer, std::int64_t step) {
 }
 
 void VectorQuantizerImpl::restartDeadCodes(StatsReducer& reducer, std::int64_t step) {
-  // The decision uses only replicated buffers, so every rank takes the same branch.
+  // The decision uses only replicated buffers, so every rank takes the same branch. (These reads
+  // wait for the device, once every restart_every steps.)
   const double expected_usage = usage_.sum().item<double>() / options_.codebook_size;
   const at::Tensor dead =
       (usage_ < options_.restart_threshold * expected_usage).nonzero().reshape(-1);
   const double expected = cluster_size_.sum().item<double>() / options_.codebook_size;
   const std::int64_t num_dead = dead.numel();
   if (num_dead == 0) return;
-  at::Tensor mine = pending_inputs_.empty() ? torch::zeros({0, dim_}, embedding_.options())
-                                            : at::cat(pending_inputs_);
-  const at::Tensor all = reducer.allGather(mine.contiguous());
-  const std::int64_t n = all.size(0);
-  if (n == 0) return;
+  const at::Tensor mine = pending_inputs_.empty() ? torch::zeros({0, dim_}, embedding_.options())
+                                                  : at::cat(pending_inputs_);
+  const std::int64_t n = mine.size(0);
+
+  // Candidates are global indices into the global batch (every rank's inputs in rank order, the
+  // order one process with the global batch holds them), drawn from a keyed permutation: the same
+  // choice on every rank and at every world size. A rank needs only its offset in that order.
+  // With equal shares, which data-parallel steps have, it is rank * n, and one 16-byte sum
+  // confirms the shares are equal: (sum n_r)^2 == world * sum n_r^2 only then. Otherwise the
+  // ranks' counts are gathered (8 bytes a rank).
+  at::Tensor shares = torch::tensor({n, n * n}, torch::kLong).to(embedding_.device());
+  reducer.sumInPlace(shares);
+  const at::Tensor shares_host = shares.cpu();
+  const std::int64_t total = shares_host[0].item<std::int64_t>();
+  const std::int64_t sum_squares = shares_host[1].item<std::int64_t>();
+  std::int64_t offset = reducer.rank() * n;
+  if (total * total != reducer.size() * sum_squares) {
+    const at::Tensor counts =
+        reducer.allGather(torch::tensor({n}, torch::kLong).to(embedding_.device())).cpu();
+    offset = counts.slice(0, 0, reducer.rank()).sum().item<std::int64_t>();
+  }
+  if (total == 0) return;
   const auto perm = keyedPermutation(
-      n, rngKey(options_.seed, RngPurpose::kCodeRestart, static_cast<std::uint64_t>(step)));
-  std::vector<std::int64_t> chosen(static_cast<std::size_t>(num_dead));
-  for (std::int64_t i = 0; i < num_dead; ++i) chosen[i] = perm[i % n];
-  const at::Tensor picks =
-      all.index_select(0, torch::tensor(chosen, torch::kLong).to(all.device()));
+      total, rngKey(options_.seed, RngPurpose::kCodeRestart, static_cast<std::uint64_t>(step)));
+
+  // One sum of num_dead x D floats, whatever the world size: each candidate row is written by the
+  // rank that holds it; the others contribute -0.0, which leaves every value's bits as they are
+  // (x + -0.0 == x, -0.0 included), so all ranks receive exactly the chosen inputs.
+  std::vector<std::int64_t> rows, local;
+  for (std::int64_t i = 0; i < num_dead; ++i) {
+    const std::int64_t g = perm[static_cast<std::size_t>(i % total)];
+    if (g >= offset && g < offset + n) {
+      rows.push_back(i);
+      local.push_back(g - offset);
+    }
+  }
+  at::Tensor picks = torch::full({num_dead, dim_}, -0.0, embedding_.options());
+  if (!rows.empty()) {
+    const auto index = [&](const std::vector<std::int64_t>& v) {
+      return torch::tensor(v, torch::kLong).to(embedding_.device());
+    };
+    picks.index_copy_(0, index(rows), mine.index_select(0, index(local)));
+  }
+  reducer.sumInPlace(picks);
   // A restarted code starts with the expected count and usage, so one quiet step does not kill
   // it again.
   cluster_size_.index_fill_(0, dead, expected);

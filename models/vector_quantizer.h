@@ -61,13 +61,17 @@ class VectorQuantizerImpl : public torch::nn::Module {
 
   bool initialized() const;
   // Sets the codebook from encoder outputs of the first global batch (z_e: [B, D, H, W] of this
-  // rank). Every rank must call it in the same step; the result is identical on all ranks.
+  // rank). Every rank must call it in the same step; the result is identical on all ranks. It
+  // all-gathers every rank's outputs (k-means++ needs them all): bytes that grow with the world
+  // size, once per run.
   void initialize(const at::Tensor& z_e, StatsReducer& reducer);
 
   // The EMA update for an optimizer step: sums the pending statistics over ranks (one packed
   // all-reduce), updates counts, sums and codes, the usage window, and restarts dead codes every
-  // restart_every steps with encoder outputs chosen identically on all ranks. Every rank calls
-  // it once per step, after the step was agreed finite.
+  // restart_every steps with encoder outputs of the global batch chosen identically on all ranks
+  // and at every world size. A restart moves num_dead x D floats plus 16 bytes whatever the
+  // world size (plus 8 bytes a rank when the ranks' batches differ in size). Every rank calls it
+  // once per step, after the step was agreed finite.
   void update(StatsReducer& reducer, std::int64_t step);
   // Drops pending statistics (a skipped step).
   void discardPending();

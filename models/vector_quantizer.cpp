@@ -56,7 +56,14 @@ VectorQuantizerImpl::VectorQuantizerImpl(const VectorQuantizerOptions& options)
 }
 
 bool VectorQuantizerImpl::initialized() const {
-  return initialized_.item<float>() > 0;
+  // The buffer is read (a device synchronisation) only when its version counter moved since the
+  // last read: after initialize() or a restore into the buffer; every other step, not at all.
+  const std::int64_t version = initialized_._version();
+  if (version != initialized_version_) {
+    initialized_host_ = initialized_.item<float>() > 0;
+    initialized_version_ = version;
+  }
+  return initialized_host_;
 }
 
 at::Tensor VectorQuantizerImpl::flatten(const at::Tensor& z_e) {
@@ -86,7 +93,10 @@ QuantizerOutput VectorQuantizerImpl::forward(const at::Tensor& z_e) {
   if (is_training()) {
     torch::NoGradGuard no_grad;
     const at::Tensor x = flat.detach();
-    at::Tensor counts = at::bincount(codes, {}, options_.codebook_size).to(at::kFloat);
+    // Counts by index_add rather than bincount, which reads the largest code on the host (a
+    // device synchronisation on CUDA). Whole numbers: exact in float32 in any order.
+    at::Tensor counts = torch::zeros({options_.codebook_size}, x.options())
+                            .index_add_(0, codes, torch::ones({codes.size(0)}, x.options()));
     at::Tensor sums =
         torch::zeros({options_.codebook_size, dim_}, x.options()).index_add_(0, codes, x);
     if (pending_counts_.defined()) {
@@ -160,6 +170,8 @@ void VectorQuantizerImpl::initialize(const at::Tensor& z_e, StatsReducer& reduce
   embed_sum_.copy_(centers * counts.unsqueeze(1));
   usage_.copy_(at::bincount(assign, {}, k).to(at::kFloat));
   initialized_.fill_(1);
+  initialized_host_ = true;
+  initialized_version_ = initialized_._version();
   // Bitwise agreement does not depend on every rank computing identically.
   reducer.broadcast(embedding_, 0);
   reducer.broadcast(cluster_size_, 0);
@@ -200,11 +212,12 @@ void VectorQuantizerImpl::update(StatsReducer& reducer, std::int64_t step) {
 
   window_counts_.add_(counts);
   window_steps_.add_(1);
-  if (window_steps_.item<std::int64_t>() >= options_.usage_window) {
-    last_window_counts_.copy_(window_counts_);
-    window_counts_.zero_();
-    window_steps_.zero_();
-  }
+  // The end of a usage window, decided on the device (the step count is a buffer: reading it
+  // here would wait for the device every step).
+  const at::Tensor full = window_steps_ >= options_.usage_window;
+  last_window_counts_.copy_(at::where(full, window_counts_, last_window_counts_));
+  window_counts_.masked_fill_(full, 0);
+  window_steps_.masked_fill_(full, 0);
   if (options_.restart_threshold > 0 && (step + 1) % options_.restart_every == 0) {
     restartDeadCodes(reducer, step);
   }

@@ -59,6 +59,11 @@ class VectorQuantizerImpl : public torch::nn::Module {
   // Code vectors for indices [B, h, w] as the decoder's input [B, D, h, w].
   at::Tensor lookup(const at::Tensor& codes);
 
+  // Whether the codebook has been set from encoder outputs. Reads a host-side copy of the
+  // `initialized` buffer, refreshed from the buffer (one device read) only when the buffer's
+  // version counter changed: any in-place write to it (initialize(), a checkpoint restored with
+  // copy_ as trainer/state_io.cpp's restoreModules does) is seen. Writes that bypass the version
+  // counter (through .data(), set_data() or a raw pointer) are not.
   bool initialized() const;
   // Sets the codebook from encoder outputs of the first global batch (z_e: [B, D, H, W] of this
   // rank). Every rank must call it in the same step; the result is identical on all ranks. It
@@ -71,7 +76,7 @@ class VectorQuantizerImpl : public torch::nn::Module {
   // restart_every steps with encoder outputs of the global batch chosen identically on all ranks
   // and at every world size. A restart moves num_dead x D floats plus 16 bytes whatever the
   // world size (plus 8 bytes a rank when the ranks' batches differ in size). Every rank calls it
-  // once per step, after the step was agreed finite.
+  // once per step, after the step was agreed finite. Waits for the device only on restart steps.
   void update(StatsReducer& reducer, std::int64_t step);
   // Drops pending statistics (a skipped step).
   void discardPending();
@@ -97,12 +102,14 @@ class VectorQuantizerImpl : public torch::nn::Module {
   std::int64_t dim_;  // lookup dimension
   torch::nn::Linear project_in_{nullptr};
   torch::nn::Linear project_out_{nullptr};
-  at::Tensor embedding_;      // [K, dim]
-  at::Tensor cluster_size_;   // [K]  EMA of counts
-  at::Tensor embed_sum_;      // [K, dim] EMA of sums
-  at::Tensor usage_;          // [K] short-horizon EMA of global counts, for dead-code detection
-  at::Tensor initialized_;    // [1] 0/1
-  at::Tensor window_counts_;  // [K] global counts in the current usage window
+  at::Tensor embedding_;     // [K, dim]
+  at::Tensor cluster_size_;  // [K]  EMA of counts
+  at::Tensor embed_sum_;     // [K, dim] EMA of sums
+  at::Tensor usage_;         // [K] short-horizon EMA of global counts, for dead-code detection
+  at::Tensor initialized_;   // [1] 0/1
+  mutable bool initialized_host_ = false;  // its value at version initialized_version_
+  mutable std::int64_t initialized_version_ = -1;
+  at::Tensor window_counts_;       // [K] global counts in the current usage window
   at::Tensor last_window_counts_;  // [K] those of the last complete window
   at::Tensor window_steps_;        // [1]
   at::Tensor restarts_;            // [1] total restarted codes

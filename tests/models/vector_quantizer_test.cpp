@@ -197,5 +197,56 @@ TEST(VectorQuantizer, HealthReportsUsageAndPerplexity) {
   EXPECT_NEAR(h.perplexity, 2.0, 1e-6);
 }
 
+TEST(VectorQuantizer, InitializedFollowsRestoredBuffers) {
+  // initialized() keeps a host copy of the flag; a restore writes the buffers by name with copy_
+  // (as trainer/state_io.cpp's restoreModules does) and must be seen in both directions.
+  auto o = small(4, 2);
+  o.init = CodebookInit::kKMeans;
+  LocalStatsReducer local;
+  VectorQuantizer trained(o), restored(o), fresh(o);
+  EXPECT_FALSE(restored->initialized());
+  trained->initialize(torch::randn({2, 2, 3, 3}), local);
+  EXPECT_TRUE(trained->initialized());
+  const auto restore = [](VectorQuantizer& into, VectorQuantizer& from) {
+    torch::NoGradGuard no_grad;
+    auto source = from->named_buffers();
+    for (auto& item : into->named_buffers()) {
+      at::Tensor target = item.value();
+      target.copy_(source[item.key()]);
+    }
+  };
+  restore(restored, trained);
+  EXPECT_TRUE(restored->initialized());
+  EXPECT_TRUE(torch::equal(restored->codebook(), trained->codebook()));
+  restore(trained, fresh);
+  EXPECT_FALSE(trained->initialized());
+}
+
+TEST(VectorQuantizer, UsageWindowRollsOverEveryWindowSteps) {
+  auto o = small(4, 2);
+  o.usage_window = 2;
+  VectorQuantizer vq(o);
+  torch::NoGradGuard no_grad;
+  vq->codebook().copy_(torch::tensor({{0.0f, 0.0f}, {10.0f, 0.0f}, {0.0f, 10.0f}, {9.0f, 9.0f}}));
+  vq->train();
+  LocalStatsReducer local;
+  auto buffers = vq->named_buffers();
+  // Step s puts all four inputs on code s.
+  for (std::int64_t s = 0; s < 3; ++s) {
+    const at::Tensor flat = vq->codebook()[s].detach().clone().expand({4, 2}).contiguous();
+    vq->forward(flat.reshape({1, 2, 2, 2}).permute({0, 3, 1, 2}).contiguous());
+    vq->update(local, s);
+    if (s == 1) {
+      EXPECT_TRUE(
+          torch::equal(buffers["last_window_counts"], torch::tensor({4.0f, 4.0f, 0.0f, 0.0f})));
+      EXPECT_EQ(buffers["window_counts"].sum().item<float>(), 0.0f);
+      EXPECT_EQ(buffers["window_steps"].item<std::int64_t>(), 0);
+    }
+  }
+  EXPECT_TRUE(torch::equal(buffers["window_counts"], torch::tensor({0.0f, 0.0f, 4.0f, 0.0f})));
+  EXPECT_EQ(buffers["window_steps"].item<std::int64_t>(), 1);
+  EXPECT_TRUE(torch::equal(buffers["last_window_counts"], torch::tensor({4.0f, 4.0f, 0.0f, 0.0f})));
+}
+
 }  // namespace
 }  // namespace tessera::models

@@ -4,6 +4,7 @@
 
 #include "comm/communicator.h"
 #include "core/error.h"
+#include "trainer/optim/grad_norm.h"
 
 #include <cmath>
 #include <stdexcept>
@@ -51,24 +52,17 @@ void ModelUpdater::prepareBackward(bool last_micro_batch, std::int64_t step) {
 void ModelUpdater::finishBackward() {
   reducer_->finish();
   torch::NoGradGuard no_grad;
-  std::vector<at::Tensor> norms;
-  for (const auto& p : params_) {
-    if (p.grad().defined()) norms.push_back(p.grad().to(at::kFloat).pow(2).sum());
-  }
-  grad_norm_tensor_ =
-      norms.empty() ? torch::zeros({}, torch::kFloat) : at::stack(norms).sum().sqrt();
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params_) grads.push_back(p.grad());
+  grad_norm_tensor_ = globalNorm(grads);
 }
 
 void ModelUpdater::apply(double lr) {
   if (options_.clip_grad_norm > 0) {
-    // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1.
-    const double coef = options_.clip_grad_norm / (grad_norm_ + 1e-6);
-    if (coef < 1) {
-      torch::NoGradGuard no_grad;
-      for (auto& p : params_) {
-        if (p.grad().defined()) p.grad().mul_(coef);
-      }
-    }
+    torch::NoGradGuard no_grad;
+    std::vector<at::Tensor> grads;
+    for (const auto& p : params_) grads.push_back(p.grad());
+    clipByGlobalNorm(grads, options_.clip_grad_norm, grad_norm_tensor_);
   }
   adam_.step(lr);
   if (ema_) ema_->update();

@@ -10,8 +10,8 @@
 namespace tessera::trainer {
 
 // sqrt(sum of the squares of every element of every gradient) as a 0-dim float32 tensor on the
-// gradients' device (they share one), computed in float32 whatever their dtype. Undefined
-// tensors are skipped; with none defined, a CPU zero.
+// gradients' device (they share one); float16/bfloat16 gradients accumulate in float32, float64
+// ones in float64. Undefined tensors are skipped; with none defined, a CPU zero.
 at::Tensor globalNorm(const std::vector<at::Tensor>& grads);
 
 // As torch.nn.utils.clip_grad_norm_: multiplies every defined gradient in place by

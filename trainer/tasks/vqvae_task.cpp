@@ -39,14 +39,19 @@ StepResult VqVaeTask::step(const data::Batch& batch, const StepContext& ctx) {
   stats_.setStep(ctx.step);
   const at::Tensor x =
       data::modelInput(batch.images.to(options_.device, /*non_blocking=*/true), batch.flips);
-  auto& vq = model_->quantizer();
-  if (!vq->initialized()) {
-    torch::NoGradGuard no_grad;
-    vq->initialize(model_->encode(x), stats_);
-  }
-
   const int n = std::max<int>(1, std::min<int>(options_.grad_accum, static_cast<int>(x.size(0))));
   const auto chunks = x.chunk(n, 0);
+  auto& vq = model_->quantizer();
+  if (!vq->initialized()) {
+    // Encoded micro-batch by micro-batch, as the step will: a convolution's result can depend on
+    // the batch size it runs with, and this keeps 1 process x N micro-batches bit for bit equal
+    // to N ranks.
+    torch::NoGradGuard no_grad;
+    std::vector<at::Tensor> z;
+    for (const auto& c : chunks) z.push_back(model_->encode(c));
+    vq->initialize(at::cat(z), stats_);
+  }
+
   at::Tensor recon_total, commit_total;
   auto add = [n](at::Tensor& sum, const at::Tensor& v) {
     const at::Tensor part = v.detach() / n;

@@ -38,7 +38,10 @@ ModelUpdater::ModelUpdater(std::string name, torch::nn::Module& module, comm::Co
       adam_(params_, options_.adam) {
   options_.reducer.name = "grads[" + name_ + "]";
   reducer_ = std::make_unique<comm::GradReducer>(comm, params_, options_.reducer);
-  if (!options_.ema.empty()) ema_.emplace(namedTrainable(module), options_.ema);
+  if (!options_.ema.empty()) {
+    ema_.emplace(namedTrainable(module), options_.ema);
+    ema_->setWarmup(options_.ema_warmup);
+  }
 }
 
 void ModelUpdater::zeroGrad() {

@@ -24,6 +24,7 @@ struct UpdaterOptions {
   AdamOptions adam;
   double clip_grad_norm = 0;  // 0: no clipping
   std::vector<double> ema;    // decays of weight EMAs
+  bool ema_warmup = false;    // decay min(decay, (1 + u) / (10 + u)) at update u
   comm::GradReducerOptions reducer;
 };
 

@@ -75,6 +75,7 @@ UpdaterOptions updaterOptions(const TrainConfig& c, const std::string& optimizer
   o.adam.decoupled_weight_decay = opt.name == OptimizerKind::kAdamW;
   o.clip_grad_norm = opt.clip_grad_norm;
   o.ema = opt.ema;
+  o.ema_warmup = opt.ema_warmup;
   o.reducer = reducerOptions(c.comm);
   o.reducer.caller_scales_loss = true;  // tasks multiply their losses by ModelUpdater::lossScale()
   return o;

@@ -71,6 +71,8 @@ void OptimConfig::fields(FieldVisitor& v) {
   v.value("min_lr", min_lr, atLeast(0), "final learning rate of the cosine schedule");
   v.value("clip_grad_norm", clip_grad_norm, atLeast(0), "clip the global gradient norm (0: off)");
   v.value("ema", ema, between(0, 1), "decays of weight EMAs to keep, e.g. [0.999] (empty: none)");
+  v.value("ema_warmup", ema_warmup,
+          "EMA warm-up: update u uses decay min(decay, (1 + u) / (10 + u))");
 }
 
 void CommConfig::fields(FieldVisitor& v) {

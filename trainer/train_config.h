@@ -65,6 +65,7 @@ struct OptimConfig {
   double min_lr = 0;
   double clip_grad_norm = 0;
   std::vector<double> ema;
+  bool ema_warmup = false;
   void fields(FieldVisitor& v);
 };
 

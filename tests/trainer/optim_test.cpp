@@ -106,6 +106,26 @@ TEST(WeightEma, AveragesEveryRate) {
   EXPECT_EQ(state[1].first, "0.9/w");
 }
 
+TEST(WeightEma, WarmupFollowsTheWeightsEarly) {
+  at::Tensor p = torch::zeros({1}, torch::kDouble);
+  WeightEma ema({{"w", p}}, {0.999});
+  ema.setWarmup(true);
+  EXPECT_DOUBLE_EQ(ema.effectiveDecay(0.999, 1), 2.0 / 11.0);
+  EXPECT_DOUBLE_EQ(ema.effectiveDecay(0.999, 100000), 0.999);
+  // Shadow after u updates towards a constant 1 is 1 - prod(decay_i): far from the 0.999 run.
+  p.fill_(1);
+  double expected = 0;
+  for (std::int64_t u = 1; u <= 5; ++u) {
+    ema.update();
+    const double d = (1.0 + u) / (10.0 + u);
+    expected = d * expected + (1 - d);
+  }
+  EXPECT_NEAR(ema.shadow(0)[0].item<double>(), expected, 1e-12);
+  EXPECT_GT(expected, 0.5);
+  WeightEma plain({{"w", p}}, {0.999});
+  EXPECT_DOUBLE_EQ(plain.effectiveDecay(0.999, 1), 0.999);
+}
+
 // ---- Multi-tensor updates against the per-tensor reference ----------------------------------
 //
 // kForeach runs on the CPU as the reference's own per-tensor kernels: bitwise equal. kFusedCpu

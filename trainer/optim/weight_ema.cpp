@@ -29,8 +29,14 @@ void WeightEma::update() {
   live.reserve(params_.size());
   for (const auto& [name, p] : params_) live.push_back(p);
   for (std::size_t r = 0; r < decays_.size(); ++r) {
-    multi_tensor::lerp(kernel_, shadows_[r], live, 1 - decays_[r]);
+    multi_tensor::lerp(kernel_, shadows_[r], live, 1 - effectiveDecay(decays_[r], updates_));
   }
+}
+
+double WeightEma::effectiveDecay(double decay, std::int64_t u) const {
+  if (!warmup_) return decay;
+  const double ramp = (1.0 + static_cast<double>(u)) / (10.0 + static_cast<double>(u));
+  return ramp < decay ? ramp : decay;
 }
 
 std::string WeightEma::rateName(double decay) {

@@ -20,8 +20,13 @@ class WeightEma {
             UpdateKernel kernel = UpdateKernel::kAuto);
 
   // shadow = decay * shadow + (1 - decay) * param (shadow.lerp_(param, 1 - decay)), for every
-  // rate, as multi-tensor or fused element-wise updates (trainer/optim/multi_tensor.h).
+  // rate, as multi-tensor or fused element-wise updates (trainer/optim/multi_tensor.h). With
+  // warm-up, the decay of update u (1-based) is min(decay, (1 + u) / (10 + u)): early shadows
+  // follow the weights instead of remembering their random initialisation.
   void update();
+  void setWarmup(bool warmup) { warmup_ = warmup; }
+  // The decay update number `u` (1-based) uses for `decay`.
+  double effectiveDecay(double decay, std::int64_t u) const;
 
   const std::vector<double>& decays() const { return decays_; }
   std::int64_t updates() const { return updates_; }
@@ -39,6 +44,7 @@ class WeightEma {
   std::vector<double> decays_;
   std::vector<std::vector<at::Tensor>> shadows_;
   UpdateKernel kernel_;
+  bool warmup_ = false;
   std::int64_t updates_ = 0;
 };
 

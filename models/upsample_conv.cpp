@@ -4,7 +4,9 @@
 
 namespace tessera::models {
 
-UpsampleConvImpl::UpsampleConvImpl(std::int64_t in_channels, std::int64_t out_channels) {
+UpsampleConvImpl::UpsampleConvImpl(std::int64_t in_channels, std::int64_t out_channels,
+                                   UpsampleMode mode)
+    : mode_(mode) {
   // Draw the initial values exactly as torch::nn::ConvTranspose2d does (same generator calls).
   torch::nn::ConvTranspose2d reference(
       torch::nn::ConvTranspose2dOptions(in_channels, out_channels, 4).stride(2).padding(1));
@@ -33,6 +35,9 @@ at::Tensor UpsampleConvImpl::convBias() const {
 }
 
 at::Tensor UpsampleConvImpl::forward(const at::Tensor& x) {
+  if (mode_ == UpsampleMode::kTransposed) {
+    return torch::conv_transpose2d(x, weight_, bias_, /*stride=*/2, /*padding=*/1);
+  }
   const at::Tensor y = torch::conv2d(x, convWeight(), convBias(), /*stride=*/1, /*padding=*/1);
   return torch::pixel_shuffle(y, 2);
 }

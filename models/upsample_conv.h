@@ -1,11 +1,14 @@
-// ConvTranspose2d(kernel 4, stride 2, padding 1) computed as a 3x3 convolution into 4x the
-// output channels followed by a pixel shuffle (the sub-pixel form of the same linear map).
-//
-// Same parameters (weight [in, out, 4, 4], bias [out]), same initialisation and the same
-// function as torch::nn::ConvTranspose2d; only the arithmetic path differs: LibTorch 1.13 runs
-// CPU transposed convolutions through im2col (`slow_conv_transpose2d`), several times slower
-// than the oneDNN convolution used here. Output phase (a, b) of pixel (2m+a, 2n+b) reads input
-// rows m-1..m+1 with kernel taps {3, 1, -} for a = 0 and {-, 2, 0} for a = 1 (likewise columns).
+// ConvTranspose2d(kernel 4, stride 2, padding 1) with the same parameters (weight [in, out, 4,
+// 4], bias [out]), initialisation and function as torch::nn::ConvTranspose2d, computed one of two
+// ways:
+//  - kTransposed (default): LibTorch's transposed convolution. On the CPU it is im2col + GEMM
+//    (`slow_conv_transpose2d`): fast with an optimised BLAS (OpenBLAS, which launch/install_deps.sh
+//    installs), several times slower on the reference BLAS.
+//  - kSubPixel: a 3x3 convolution into 4x the output channels followed by a pixel shuffle (the
+//    sub-pixel form of the same linear map), on oneDNN. It multiplies 9 taps where 4 are non-zero
+//    (2.25x the multiply-adds), which paid off only while LibTorch ran on the reference BLAS.
+//    Output phase (a, b) of pixel (2m+a, 2n+b) reads input rows m-1..m+1 with kernel taps
+//    {3, 1, -} for a = 0 and {-, 2, 0} for a = 1 (likewise columns).
 #pragma once
 
 #include <torch/nn/module.h>
@@ -13,9 +16,12 @@
 
 namespace tessera::models {
 
+enum class UpsampleMode { kTransposed, kSubPixel };
+
 class UpsampleConvImpl : public torch::nn::Module {
  public:
-  UpsampleConvImpl(std::int64_t in_channels, std::int64_t out_channels);
+  UpsampleConvImpl(std::int64_t in_channels, std::int64_t out_channels,
+                   UpsampleMode mode = UpsampleMode::kTransposed);
   at::Tensor forward(const at::Tensor& x);
 
   // The equivalent 3x3 convolution's weight [4 * out, in, 3, 3] and bias [4 * out].
@@ -26,6 +32,7 @@ class UpsampleConvImpl : public torch::nn::Module {
   at::Tensor weight_;  // [in, out, 4, 4], as ConvTranspose2d
   at::Tensor bias_;    // [out]
   at::Tensor taps_;    // [2, 3]: kernel index per output phase and input offset (4 = zero tap)
+  UpsampleMode mode_;
 };
 TORCH_MODULE(UpsampleConv);
 

@@ -7,6 +7,8 @@
 #include "core/error.h"
 #include "data/image_file.h"
 #include "trainer/config/config_tree.h"
+#include "trainer/tasks/diffusion_config.h"
+#include "trainer/tasks/diffusion_task.h"
 #include "trainer/tasks/vqvae_config.h"
 #include "trainer/tasks/vqvae_task.h"
 
@@ -154,6 +156,10 @@ std::unique_ptr<Task> makeVqVaeTask(const TrainConfig& c, const TaskEnvironment&
   return std::make_unique<VqVaeTask>(o, *env.grads);
 }
 
+std::unique_ptr<Task> makeDiffusionTask(const TrainConfig& c, const TaskEnvironment& env) {
+  return std::make_unique<DiffusionTask>(diffusionTaskOptions(c, env), *env.grads);
+}
+
 struct Registry {
   std::mutex mutex;
   std::vector<TaskRegistration> tasks;
@@ -167,7 +173,13 @@ Registry& registry() {
                       "across ranks",
                       [] { return std::make_unique<VqVaeConfig>(); },
                       {{"model", OptimConfig{}}},
-                      makeVqVaeTask}}};
+                      makeVqVaeTask},
+                     {"diffusion",
+                      "diffusion model: DDPM UNet on the Gaussian process or flow matching, "
+                      "timesteps and noise keyed by global sample",
+                      [] { return std::make_unique<DiffusionConfig>(); },
+                      {{"model", OptimConfig{}}},
+                      makeDiffusionTask}}};
   return r;
 }
 

@@ -1,0 +1,371 @@
+#include "trainer/tasks/diffusion_task.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <string>
+
+#include "comm/communicator.h"
+#include "core/error.h"
+#include "core/keyed_rng.h"
+#include "data/batch.h"
+#include "data/image_transform.h"
+#include "trainer/task_factory.h"
+#include "trainer/task_registry.h"
+#include "trainer/tasks/diffusion_config.h"
+
+namespace tessera::trainer {
+
+namespace {
+
+const char* const kSamplerPrefix = "timestep_sampler/";
+
+std::string str(std::int64_t v) {
+  return std::to_string(v);
+}
+
+models::SamplerKind samplerKind(SamplerChoice choice, bool flow) {
+  switch (choice) {
+    case SamplerChoice::kAncestral:
+      return models::SamplerKind::kAncestral;
+    case SamplerChoice::kDdim:
+      return models::SamplerKind::kDdim;
+    case SamplerChoice::kDpmSolver2M:
+      return models::SamplerKind::kDpmSolver2M;
+    case SamplerChoice::kEuler:
+      return models::SamplerKind::kEuler;
+    case SamplerChoice::kHeun:
+      return models::SamplerKind::kHeun;
+    case SamplerChoice::kAuto:
+      break;
+  }
+  return flow ? models::SamplerKind::kHeun : models::SamplerKind::kDdim;
+}
+
+}  // namespace
+
+DiffusionTaskOptions diffusionTaskOptions(const TrainConfig& c, const TaskEnvironment& env) {
+  const DiffusionConfig& own = c.taskConfig<DiffusionConfig>();
+  DiffusionTaskOptions o;
+
+  models::UNetOptions& u = o.unet;
+  u.in_channels = env.image.channels;
+  u.out_channels = 0;
+  u.resolution = env.image.height;
+  u.ch = own.unet.ch;
+  u.ch_mult = integerList(own.unet.ch_mult, "unet.ch_mult", 1);
+  u.num_res_blocks = own.unet.num_res_blocks;
+  u.attn_resolutions = integerList(own.unet.attn_resolutions, "unet.attn_resolutions", 1);
+  u.mid_attention = own.unet.mid_attention;
+  u.num_heads = own.unet.num_heads;
+  u.dropout = own.unet.dropout;
+  u.num_classes = own.unet.num_classes;
+  u.norm_groups = own.unet.norm_groups;
+  u.norm_eps = own.unet.norm_eps;
+  u.conv_shortcut = own.unet.conv_shortcut;
+  if (env.image.height != env.image.width) {
+    throw ConfigError("task diffusion: the UNet takes square images, data.train has " +
+                      str(env.image.height) + "x" + str(env.image.width));
+  }
+  const auto levels = static_cast<int>(u.ch_mult.size());
+  const std::int64_t factor = std::int64_t{1} << (levels - 1);
+  if (u.resolution % factor != 0) {
+    throw ConfigError("unet.ch_mult: images of " + str(u.resolution) + "x" + str(u.resolution) +
+                      " are not divisible by 2^(levels - 1) = " + str(factor));
+  }
+  for (std::int64_t r : u.attn_resolutions) {
+    bool found = false;
+    for (int i = 0; i < levels; ++i) found = found || (u.resolution >> i) == r;
+    if (!found) {
+      throw ConfigError("unet.attn_resolutions: " + str(r) +
+                        " is not the resolution of any level (images of " + str(u.resolution) +
+                        " halved per level)");
+    }
+  }
+
+  const DiffusionProcessConfig& d = own.diffusion;
+  o.flow = d.process == DiffusionProcess::kFlow;
+  o.diffusion.timesteps = d.timesteps;
+  o.diffusion.schedule = d.schedule == BetaScheduleChoice::kCosine ? models::BetaSchedule::kCosine
+                                                                   : models::BetaSchedule::kLinear;
+  o.diffusion.beta_start = d.beta_start;
+  o.diffusion.beta_end = d.beta_end;
+  o.diffusion.prediction = d.prediction == PredictionChoice::kX0  ? models::Prediction::kX0
+                           : d.prediction == PredictionChoice::kV ? models::Prediction::kV
+                                                                  : models::Prediction::kEps;
+  o.diffusion.weighting = d.weighting == WeightingChoice::kMinSnr ? models::LossWeighting::kMinSnr
+                                                                  : models::LossWeighting::kUniform;
+  o.diffusion.min_snr_gamma = d.min_snr_gamma;
+  o.flow_matching.time_scale = d.time_scale;
+  o.flow_matching.time_distribution = d.time_distribution == FlowTimeChoice::kLogitNormal
+                                          ? models::FlowTimeDistribution::kLogitNormal
+                                          : models::FlowTimeDistribution::kUniform;
+  o.flow_matching.logit_mean = d.logit_mean;
+  o.flow_matching.logit_std = d.logit_std;
+  o.timestep_sampling = d.timestep_sampling == TimestepSamplingChoice::kStratified
+                            ? models::TimestepSampling::kStratified
+                        : d.timestep_sampling == TimestepSamplingChoice::kLossAware
+                            ? models::TimestepSampling::kLossAware
+                            : models::TimestepSampling::kUniform;
+  o.loss_aware_history = d.loss_aware_history;
+  o.loss_aware_uniform_mix = d.loss_aware_uniform_mix;
+  o.label_dropout = own.unet.label_dropout;
+
+  o.sampler.kind = samplerKind(own.sample.sampler, o.flow);
+  o.sampler.steps = own.sample.steps;
+  o.sampler.eta = own.sample.eta;
+  o.sampler.seed = static_cast<std::uint64_t>(own.sample.seed);
+  o.guidance = own.sample.guidance;
+
+  o.updater = updaterOptions(c, "model");
+  o.grad_accum = c.comm.grad_accum;
+  o.log_every = c.run.log_every;
+  o.seed = static_cast<std::uint64_t>(c.run.seed);
+  o.device = env.device;
+  return o;
+}
+
+models::UNet makeUNet(const models::UNetOptions& options, std::uint64_t seed, c10::Device device) {
+  // LibTorch's initialisers draw from the default CPU generator: seed it from the run's key.
+  torch::manual_seed(rngKey(seed, RngPurpose::kInit));
+  models::UNet model(options);
+  model->to(device);
+  return model;
+}
+
+namespace {
+
+models::TimestepSamplerOptions samplerOptions(const DiffusionTaskOptions& o) {
+  models::TimestepSamplerOptions s;
+  // Flow matching draws continuous times; the sampler is then only a uniform placeholder.
+  s.kind = o.flow ? models::TimestepSampling::kUniform : o.timestep_sampling;
+  s.timesteps = o.diffusion.timesteps;
+  s.seed = o.seed;
+  s.history = o.loss_aware_history;
+  s.uniform_mix = o.loss_aware_uniform_mix;
+  s.stratified = true;
+  return s;
+}
+
+}  // namespace
+
+DiffusionTask::DiffusionTask(const DiffusionTaskOptions& options, comm::Communicator& comm)
+    : options_(options),
+      comm_(comm),
+      model_(makeUNet(options.unet, options.seed, options.device)),
+      diffusion_(options.diffusion),
+      flow_(options.flow_matching),
+      sampler_(samplerOptions(options)),
+      stats_(comm, "timestep statistics[model]"),
+      updaters_(comm) {
+  updaters_.add("model", *model_, options.updater);
+}
+
+std::vector<std::pair<std::string, torch::nn::Module*>> DiffusionTask::modules() {
+  return {{"model", model_.get()}};
+}
+
+StepResult DiffusionTask::step(const data::Batch& batch, const StepContext& ctx) {
+  model_->train();
+  stats_.setStep(ctx.step);
+  const at::Tensor x =
+      data::modelInput(batch.images.to(options_.device, /*non_blocking=*/true), batch.flips);
+  // This rank's slice [begin, begin + b) of the step's global batch of `global` samples: every
+  // keyed draw below is a function of the global sample index, so the draws do not depend on
+  // the number of ranks (nor on the micro-batches).
+  const std::int64_t b = x.size(0);
+  const std::int64_t begin = comm_.rank() * b;
+  const std::int64_t global = comm_.size() * b;
+  const auto step = static_cast<std::uint64_t>(ctx.step);
+
+  at::Tensor t_host, t, importance;
+  if (options_.flow) {
+    models::ContinuousTimeOptions ct;
+    ct.seed = options_.seed;
+    ct.stratified = options_.timestep_sampling == models::TimestepSampling::kStratified;
+    ct.distribution = options_.flow_matching.time_distribution;
+    ct.logit_mean = options_.flow_matching.logit_mean;
+    ct.logit_std = options_.flow_matching.logit_std;
+    t_host = models::drawContinuousTimes(ct, ctx.step, global, begin, begin + b);
+    t = t_host.to(options_.device, x.scalar_type());
+  } else {
+    const models::TimestepDraw draw = sampler_.draw(ctx.step, global, begin, begin + b);
+    t_host = draw.t;
+    t = draw.t.to(options_.device);
+    if (options_.timestep_sampling == models::TimestepSampling::kLossAware) {
+      importance = draw.weights.to(options_.device, x.scalar_type());
+    }
+  }
+  const at::Tensor noise = models::keyedNormal(x.sizes().slice(1), begin, b, options_.seed, step,
+                                               models::NoiseStream::kTraining, x.options());
+  at::Tensor labels;
+  if (options_.unet.num_classes > 0) {
+    if (!batch.labels.defined()) {
+      throw InputError("unet.num_classes is " + str(options_.unet.num_classes) +
+                       " but data.train has no `labels` dataset");
+    }
+    const at::Tensor l = batch.labels.to(at::kCPU, at::kLong);
+    if (l.numel() > 0 && (l.min().item<std::int64_t>() < 0 ||
+                          l.max().item<std::int64_t>() >= options_.unet.num_classes)) {
+      throw InputError("data.train has labels outside [0, unet.num_classes = " +
+                       str(options_.unet.num_classes) + ")");
+    }
+    labels = models::keyedLabelDropout(l.to(options_.device), options_.label_dropout,
+                                       options_.unet.nullLabel(), options_.seed, ctx.step, begin);
+  }
+  const std::uint64_t dropout_key = rngKey(options_.seed, RngPurpose::kDropout, step);
+
+  // Micro-batches as the VQ-VAE takes them (x.chunk): 1 process x n micro-batches equals n ranks.
+  const int n = std::max<int>(1, std::min<int>(options_.grad_accum, static_cast<int>(b)));
+  const auto xs = x.chunk(n, 0);
+  std::vector<std::int64_t> offsets;
+  std::int64_t offset = 0;
+  for (const auto& c : xs) {
+    offsets.push_back(offset);
+    offset += c.size(0);
+  }
+  auto part = [&](const at::Tensor& v, int i) {
+    return v.defined() ? v.narrow(0, offsets[static_cast<std::size_t>(i)],
+                                  xs[static_cast<std::size_t>(i)].size(0))
+                       : v;
+  };
+
+  std::vector<at::Tensor> per_sample(static_cast<std::size_t>(n));
+  at::Tensor loss_total;
+  StepResult result;
+  result.updates.push_back(updaters_.update("model", ctx, n, [&](int i) {
+    const at::Tensor& xi = xs[static_cast<std::size_t>(i)];
+    const at::Tensor ti = part(t, i), ni = part(noise, i), wi = part(importance, i),
+                     li = part(labels, i);
+    const models::UNetDropoutKey key{dropout_key, begin + offsets[static_cast<std::size_t>(i)]};
+    models::DiffusionLoss l;
+    if (options_.flow) {
+      const at::Tensor out =
+          model_->forward(flow_.interpolate(xi, ni, ti), flow_.modelTime(ti), li, key);
+      l = flow_.loss(out, xi, ni, wi);
+    } else {
+      const at::Tensor out = model_->forward(diffusion_.qSample(xi, ti, ni), ti, li, key);
+      l = diffusion_.loss(out, xi, ni, ti, wi);
+    }
+    per_sample[static_cast<std::size_t>(i)] = l.per_sample.detach();
+    const at::Tensor share = l.loss.detach() / n;
+    loss_total = loss_total.defined() ? loss_total + share : share;
+    return l.loss;
+  }));
+  result.losses = {{"loss", loss_total}};
+  // Every rank agreed on `applied`: the statistics' all-reduce runs on all ranks or on none.
+  if (result.updates.back().applied) foldStatistics(t_host, at::cat(per_sample), ctx.step);
+  return result;
+}
+
+void DiffusionTask::foldStatistics(const at::Tensor& t_host, const at::Tensor& per_sample,
+                                   std::int64_t step) {
+  if (options_.log_every > 0 && step % options_.log_every == 0) {
+    window_sum_.fill(0);
+    window_count_.fill(0);
+  }
+  if (options_.flow) {
+    // Per quarter of [0, 1]: loss sums and counts, summed over every rank.
+    const at::Tensor losses = per_sample.to(at::kCPU, at::kDouble).contiguous();
+    const at::Tensor times = t_host.to(at::kCPU, at::kDouble).contiguous();
+    at::Tensor stats = at::zeros({2, 4}, at::kDouble);
+    auto s = stats.accessor<double, 2>();
+    const auto la = losses.accessor<double, 1>();
+    const auto ta = times.accessor<double, 1>();
+    for (std::int64_t i = 0; i < losses.size(0); ++i) {
+      const int q = std::clamp(static_cast<int>(ta[i] * 4), 0, 3);
+      s[0][q] += la[i];
+      s[1][q] += 1;
+    }
+    at::Tensor reduced = stats.to(per_sample.device());
+    stats_.sumInPlace(reduced);
+    const at::Tensor r = reduced.cpu();
+    for (int q = 0; q < 4; ++q) {
+      window_sum_[q] += r[0][q].item<double>();
+      window_count_[q] += r[1][q].item<double>();
+    }
+    return;
+  }
+  // One all-reduce of per-timestep sums of L, L^2 and counts: the loss-aware sampler's history
+  // and the loss by timestep quartile.
+  at::Tensor stats = sampler_.localStatistics(t_host, per_sample).to(per_sample.device());
+  stats_.sumInPlace(stats);
+  sampler_.applyGlobalStatistics(stats);
+  const at::Tensor s = stats.to(at::kCPU).contiguous();
+  const auto sa = s.accessor<double, 2>();
+  const std::int64_t steps = options_.diffusion.timesteps;
+  for (std::int64_t k = 0; k < steps; ++k) {
+    const auto q = static_cast<std::size_t>(std::min<std::int64_t>(3, k * 4 / steps));
+    window_sum_[q] += sa[0][k];
+    window_count_[q] += sa[2][k];
+  }
+}
+
+void DiffusionTask::collectState(NamedTensors& tensors,
+                                 std::map<std::string, std::int64_t>& ints) const {
+  updaters_.collectState(tensors, ints);
+  for (auto& entry : sampler_.state(kSamplerPrefix)) tensors.push_back(std::move(entry));
+}
+
+void DiffusionTask::restoreState(const std::map<std::string, at::Tensor>& tensors,
+                                 const std::map<std::string, std::int64_t>& ints) {
+  updaters_.restoreState(tensors, ints);
+  if (tensors.count(std::string(kSamplerPrefix) + "history") > 0) {
+    sampler_.loadState(tensors, kSamplerPrefix);
+  } else if (options_.timestep_sampling == models::TimestepSampling::kLossAware && !options_.flow) {
+    throw InputError("the checkpoint has no loss-aware timestep sampler state (" +
+                     std::string(kSamplerPrefix) + "history)");
+  }
+}
+
+std::vector<std::pair<std::string, double>> DiffusionTask::values() const {
+  std::vector<std::pair<std::string, double>> out;
+  for (std::size_t q = 0; q < 4; ++q) {
+    if (window_count_[q] > 0) {
+      out.emplace_back("loss_q" + std::to_string(q + 1), window_sum_[q] / window_count_[q]);
+    }
+  }
+  if (!options_.flow && options_.timestep_sampling == models::TimestepSampling::kLossAware) {
+    out.emplace_back("timestep_weight_spread", sampler_.weightSpread());
+  }
+  return out;
+}
+
+double DiffusionTask::trainingFlopsPerImage() const {
+  return models::unetTrainingFlopsPerImage(options_.unet);
+}
+
+std::vector<const comm::ReducerStats*> DiffusionTask::commStats() const {
+  return updaters_.commStats();
+}
+
+at::Tensor DiffusionTask::sample(std::int64_t first, std::int64_t count) {
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  const models::UNetOptions& u = options_.unet;
+  const std::vector<std::int64_t> shape{u.in_channels, u.resolution, u.resolution};
+  const auto opts = at::TensorOptions().dtype(at::kFloat).device(options_.device);
+  models::DenoiserFn fn;
+  if (u.num_classes > 0) {
+    const at::Tensor labels = at::arange(first, first + count, at::TensorOptions().dtype(at::kLong))
+                                  .remainder(u.num_classes)
+                                  .to(options_.device);
+    fn = models::classifierFreeGuidance(
+        [this](const at::Tensor& x, const at::Tensor& t, const at::Tensor& l) {
+          return model_->forward(x, t, l);
+        },
+        labels, u.nullLabel(), options_.guidance);
+  } else {
+    fn = [this](const at::Tensor& x, const at::Tensor& t) { return model_->forward(x, t); };
+  }
+  at::Tensor images;
+  if (options_.flow) {
+    images = models::sampleFlow(flow_, fn, options_.sampler, shape, first, count, opts);
+  } else {
+    images = models::sampleDiffusion(diffusion_, fn, options_.sampler, shape, first, count, opts);
+  }
+  model_->train();
+  return images.clamp(-1, 1).cpu();
+}
+
+}  // namespace tessera::trainer

@@ -48,22 +48,37 @@ at::Tensor ssimPerImage(const at::Tensor& a, const at::Tensor& b) {
 ReconstructionMetrics evaluateVqVae(models::VqVae& model, const data::ImageFile& file,
                                     c10::Device device, std::int64_t batch_size,
                                     models::StatsReducer& reducer, std::int64_t limit) {
-  torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
+  const ReconstructionMetrics m = evaluateReconstructions(
+      [&](const at::Tensor& x) {
+        const models::VqVaeOutput out = model->forward(x);
+        return std::make_pair(out.reconstruction, out.codes);
+      },
+      model->options().quantizer.codebook_size, file, device, batch_size, reducer, limit);
+  if (was_training) model->train();
+  return m;
+}
+
+ReconstructionMetrics evaluateReconstructions(const Reconstructor& reconstruct,
+                                              std::int64_t codebook_size,
+                                              const data::ImageFile& file, c10::Device device,
+                                              std::int64_t batch_size,
+                                              models::StatsReducer& reducer, std::int64_t limit) {
+  torch::NoGradGuard no_grad;
   const std::int64_t total = limit > 0 ? std::min(limit, file.size()) : file.size();
   const std::int64_t begin = total * reducer.rank() / reducer.size();
   const std::int64_t end = total * (reducer.rank() + 1) / reducer.size();
-  const std::int64_t k = model->options().quantizer.codebook_size;
+  const std::int64_t k = codebook_size;
 
   // sums: squared error, pixels, per-image PSNR, SSIM, images; then code counts.
   at::Tensor sums = torch::zeros({5 + k}, torch::kDouble);
   for (std::int64_t start = begin; start < end; start += batch_size) {
     const std::int64_t count = std::min(batch_size, end - start);
     const at::Tensor x = readImages(file, start, count).to(device);
-    const models::VqVaeOutput out = model->forward(x);
+    const auto [reconstruction, codes] = reconstruct(x);
     const at::Tensor a = ((x + 1) / 2).to(torch::kFloat);
-    const at::Tensor b = ((out.reconstruction.clamp(-1, 1) + 1) / 2).to(torch::kFloat);
+    const at::Tensor b = ((reconstruction.clamp(-1, 1) + 1) / 2).to(torch::kFloat);
     const at::Tensor se = (a - b).pow(2).flatten(1).sum(1).to(torch::kDouble).cpu();
     const double pixels = static_cast<double>(a[0].numel());
     const at::Tensor psnr = (10 * torch::log10(pixels / se.clamp_min(1e-12)));
@@ -72,10 +87,9 @@ ReconstructionMetrics evaluateVqVae(models::VqVae& model, const data::ImageFile&
     sums[2] += psnr.sum();
     sums[3] += ssimPerImage(a, b).sum().to(torch::kDouble).cpu();
     sums[4] += count;
-    sums.slice(0, 5) += at::bincount(out.codes.reshape(-1).cpu(), {}, k).to(torch::kDouble);
+    sums.slice(0, 5) += at::bincount(codes.reshape(-1).cpu(), {}, k).to(torch::kDouble);
   }
   reducer.sumInPlace(sums);
-  if (was_training) model->train();
 
   ReconstructionMetrics m;
   m.images = static_cast<std::int64_t>(sums[4].item<double>());

@@ -6,6 +6,8 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <functional>
+#include <utility>
 
 #include "core/json.h"
 #include "models/stats_reducer.h"
@@ -28,6 +30,17 @@ struct ReconstructionMetrics {
 
   JsonObject toJson() const;
 };
+
+// Reconstructions and code indices of a batch of model inputs ([N, C, H, W] in [-1, 1]).
+using Reconstructor = std::function<std::pair<at::Tensor, at::Tensor>(const at::Tensor&)>;
+
+// Any autoencoder with a codebook of `codebook_size` codes (the caller sets evaluation mode).
+ReconstructionMetrics evaluateReconstructions(const Reconstructor& reconstruct,
+                                              std::int64_t codebook_size,
+                                              const data::ImageFile& file, c10::Device device,
+                                              std::int64_t batch_size,
+                                              models::StatsReducer& reducer,
+                                              std::int64_t limit = 0);
 
 ReconstructionMetrics evaluateVqVae(models::VqVae& model, const data::ImageFile& file,
                                     c10::Device device, std::int64_t batch_size,

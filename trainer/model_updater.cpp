@@ -100,33 +100,21 @@ void ModelUpdater::restoreState(const std::map<std::string, at::Tensor>& tensors
   if (ema_) ema_->loadState(pick("ema/" + name_ + "/"), count("ema/" + name_ + "/updates"));
 }
 
-namespace {
 
-// Parameters of the other updaters stop requiring grad for a scope, so that a loss run through
-// their module builds no graph into them (and their reducers see no gradient).
-class FreezeOthers {
- public:
-  FreezeOthers(const std::vector<std::unique_ptr<ModelUpdater>>& all, const ModelUpdater& keep) {
-    for (const auto& u : all) {
-      if (u.get() == &keep) continue;
-      for (const at::Tensor& p : u->parameters()) {
-        if (!p.requires_grad()) continue;
-        at::Tensor(p).requires_grad_(false);
-        frozen_.push_back(p);
-      }
+Updaters::Frozen::Frozen(const Updaters& set, const std::string& keep) {
+  for (const auto& u : set.updaters_) {
+    if (u->name() == keep) continue;
+    for (const at::Tensor& p : u->parameters()) {
+      if (!p.requires_grad()) continue;
+      at::Tensor(p).requires_grad_(false);
+      frozen_.push_back(p);
     }
   }
-  ~FreezeOthers() {
-    for (at::Tensor& p : frozen_) p.requires_grad_(true);
-  }
-  FreezeOthers(const FreezeOthers&) = delete;
-  FreezeOthers& operator=(const FreezeOthers&) = delete;
+}
 
- private:
-  std::vector<at::Tensor> frozen_;
-};
-
-}  // namespace
+Updaters::Frozen::~Frozen() {
+  for (at::Tensor& p : frozen_) p.requires_grad_(true);
+}
 
 ModelUpdater& Updaters::add(const std::string& name, torch::nn::Module& module,
                             UpdaterOptions options) {
@@ -153,7 +141,7 @@ OptimizerOutcome Updaters::update(const std::string& name, const StepContext& ct
   const int n = std::max(1, micro_batches);
   at::Tensor total;
   {
-    FreezeOthers freeze(updaters_, u);
+    Frozen freeze(*this, name);
     u.zeroGrad();
     for (int i = 0; i < n; ++i) {
       u.prepareBackward(i == n - 1, ctx.step);

@@ -98,6 +98,21 @@ class Updaters {
   OptimizerOutcome update(const std::string& name, const StepContext& ctx, int micro_batches,
                           const std::function<at::Tensor(int)>& loss);
 
+  // While alive, the parameters of every updater but `keep` do not require grad (restored on
+  // destruction). update() does this itself; a task that builds a loss through another model
+  // before calling update() (e.g. to take autograd::grad of it for an adaptive weight) holds one
+  // while it does.
+  class Frozen {
+   public:
+    Frozen(const Updaters& set, const std::string& keep);
+    ~Frozen();
+    Frozen(const Frozen&) = delete;
+    Frozen& operator=(const Frozen&) = delete;
+
+   private:
+    std::vector<at::Tensor> frozen_;
+  };
+
   // In place: the average over ranks of each tensor (one all-reduce on the gradient
   // communicator, labelled `what`). Every rank calls it with the same shapes.
   void average(std::vector<at::Tensor>& tensors, const std::string& what, std::int64_t step);

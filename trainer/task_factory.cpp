@@ -9,6 +9,7 @@
 #include "trainer/config/config_tree.h"
 #include "trainer/tasks/diffusion_config.h"
 #include "trainer/tasks/diffusion_task.h"
+#include "trainer/tasks/vqgan_task.h"
 #include "trainer/tasks/vqvae_config.h"
 #include "trainer/tasks/vqvae_task.h"
 
@@ -179,7 +180,8 @@ Registry& registry() {
                       "timesteps and noise keyed by global sample",
                       [] { return std::make_unique<DiffusionConfig>(); },
                       {{"model", OptimConfig{}}},
-                      makeDiffusionTask}}};
+                      makeDiffusionTask},
+                     vqganRegistration()}};
   return r;
 }
 

@@ -114,6 +114,7 @@ data::ImageShape dataImageShape(const TrainConfig& c) {
 
 data::ImageShape trainingImageShape(const TrainConfig& c) {
   const data::ImageShape wanted = dataImageShape(c);
+  if (wanted.height > 0 && wanted.channels > 0) return wanted;  // the file is checked on use
   if (!c.data.train.empty()) {
     return data::ImageFile::open(c.data.train, c.data.dataset, &wanted).shape();
   }

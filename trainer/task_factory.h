@@ -31,8 +31,9 @@ UpdaterOptions updaterOptions(const TrainConfig& config, const std::string& opti
 LrScheduleOptions lrSchedule(const TrainConfig& config, const std::string& optimizer);
 // The image shape data.image_size / data.channels ask for (zeros: whatever the file has).
 data::ImageShape dataImageShape(const TrainConfig& config);
-// The training images' shape: data.train's (opened and checked), or data.image_size x
-// data.channels when data.train is empty (benchmarks on random batches; ConfigError when unset).
+// The training images' shape for benchmarks: data.image_size x data.channels when both are set
+// (the loader checks the file against them when it opens it), else data.train's; ConfigError
+// when neither is known.
 data::ImageShape trainingImageShape(const TrainConfig& config);
 // The loader of data.train for this rank (pin_memory when training on CUDA).
 data::LoaderOptions loaderOptions(const TrainConfig& config, const comm::World& world,

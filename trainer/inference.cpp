@@ -58,8 +58,7 @@ data::ImageShape modelImageShape(const TrainConfig& c) {
 
 at::Tensor readImages(const data::ImageFile& file, std::int64_t start, std::int64_t count) {
   const data::ImageShape& shape = file.shape();
-  at::Tensor raw =
-      torch::empty({count, shape.height, shape.width, shape.channels}, torch::kUInt8);
+  at::Tensor raw = torch::empty({count, shape.height, shape.width, shape.channels}, torch::kUInt8);
   file.readRange(start, count, raw.data_ptr<std::uint8_t>());
   return data::modelInput(raw);
 }

@@ -100,7 +100,6 @@ void ModelUpdater::restoreState(const std::map<std::string, at::Tensor>& tensors
   if (ema_) ema_->loadState(pick("ema/" + name_ + "/"), count("ema/" + name_ + "/updates"));
 }
 
-
 Updaters::Frozen::Frozen(const Updaters& set, const std::string& keep) {
   for (const auto& u : set.updaters_) {
     if (u->name() == keep) continue;

@@ -1,5 +1,8 @@
 #include "trainer/train_config.h"
 
+#include <cmath>
+#include <sstream>
+
 #include "core/error.h"
 #include "trainer/config/config_tree.h"
 #include "trainer/preemption.h"
@@ -227,6 +230,21 @@ void TrainConfig::validate() const {
     throw ConfigError("comm.first_bucket_mb must not exceed comm.bucket_mb");
   }
   if (const TaskConfig* own = task_sections.get()) own->validate(*this);
+}
+
+std::vector<std::int64_t> integerList(const std::vector<double>& values, const char* key,
+                                      std::int64_t min) {
+  std::vector<std::int64_t> out;
+  for (double d : values) {
+    if (!(std::floor(d) == d) || d < static_cast<double>(min) || d > 1e9) {
+      std::ostringstream got;
+      got << d;
+      throw ConfigError(std::string(key) + ": expected integers >= " + std::to_string(min) +
+                        ", got " + got.str());
+    }
+    out.push_back(static_cast<std::int64_t>(d));
+  }
+  return out;
 }
 
 namespace {

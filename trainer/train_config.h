@@ -194,6 +194,10 @@ struct TrainConfig {
   void bindTask(FieldVisitor& v);
 };
 
+// The integers of a list key (ConfigError naming `key` when an entry is not an integer >= `min`).
+std::vector<std::int64_t> integerList(const std::vector<double>& values, const char* key,
+                                      std::int64_t min);
+
 // Loads `path`, applies `overrides` (`a.b=value`), binds and validates.
 TrainConfig loadTrainConfig(const std::string& path, const std::vector<std::string>& overrides);
 

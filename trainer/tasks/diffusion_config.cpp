@@ -106,21 +106,6 @@ void DiffusionConfig::fields(FieldVisitor& v) {
   v.section("sample", sample, "how the task samples images (sampler, steps, grid size, seed)");
 }
 
-std::vector<std::int64_t> integerList(const std::vector<double>& values, const char* key,
-                                      std::int64_t min) {
-  std::vector<std::int64_t> out;
-  for (double d : values) {
-    if (!(std::floor(d) == d) || d < static_cast<double>(min) || d > 1e9) {
-      std::ostringstream got;
-      got << d;
-      throw ConfigError(std::string(key) + ": expected integers >= " + str(min) + ", got " +
-                        got.str());
-    }
-    out.push_back(static_cast<std::int64_t>(d));
-  }
-  return out;
-}
-
 void DiffusionConfig::validate(const TrainConfig& c) const {
   const std::vector<std::int64_t> mult = integerList(unet.ch_mult, "unet.ch_mult", 1);
   const std::vector<std::int64_t> attn =

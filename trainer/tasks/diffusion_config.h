@@ -78,8 +78,4 @@ struct DiffusionConfig final : TaskConfig {
   void validate(const TrainConfig& config) const override;
 };
 
-// The integers of a list key (ConfigError naming `key` when an entry is not an integer >= `min`).
-std::vector<std::int64_t> integerList(const std::vector<double>& values, const char* key,
-                                      std::int64_t min);
-
 }  // namespace tessera::trainer

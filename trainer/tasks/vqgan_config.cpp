@@ -93,6 +93,8 @@ void VqganConfig::validate(const TrainConfig&) const {
                       quantizer.init + "'");
   }
   if (model.ch_mult.empty()) throw ConfigError("model.ch_mult: needs at least one level");
+  integerList(model.ch_mult, "model.ch_mult", 1);
+  integerList(model.attn_resolutions, "model.attn_resolutions", 1);
 }
 
 }  // namespace tessera::trainer

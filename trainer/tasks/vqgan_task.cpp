@@ -241,12 +241,6 @@ JsonObject VqganTask::evaluate(const data::ImageFile& file, models::StatsReducer
 namespace tessera::trainer {
 namespace {
 
-std::vector<std::int64_t> ints(const std::vector<double>& v) {
-  std::vector<std::int64_t> out;
-  for (double x : v) out.push_back(static_cast<std::int64_t>(x));
-  return out;
-}
-
 std::unique_ptr<Task> makeVqganTask(const TrainConfig& c, const TaskEnvironment& env) {
   const VqganConfig& g = c.taskConfig<VqganConfig>();
   VqganTaskOptions o;
@@ -254,9 +248,9 @@ std::unique_ptr<Task> makeVqganTask(const TrainConfig& c, const TaskEnvironment&
   a.in_channels = env.image.channels;
   a.resolution = env.image.height;
   a.ch = g.model.ch;
-  a.ch_mult = ints(g.model.ch_mult);
+  a.ch_mult = integerList(g.model.ch_mult, "model.ch_mult", 1);
   a.num_res_blocks = g.model.num_res_blocks;
-  a.attn_resolutions = ints(g.model.attn_resolutions);
+  a.attn_resolutions = integerList(g.model.attn_resolutions, "model.attn_resolutions", 1);
   a.mid_attention = g.model.mid_attention;
   a.z_channels = g.model.z_channels;
   a.embed_dim = g.model.embed_dim;

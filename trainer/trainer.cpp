@@ -78,7 +78,6 @@ class TrainingRun {
   std::unique_ptr<comm::Communicator> control_;
   std::unique_ptr<comm::Communicator> grads_;
   data::ImageShape image_;
-  at::Tensor preview_images_;
   std::unique_ptr<Task> task_;
   ModuleList modules_;
   std::unique_ptr<CheckpointStore> store_;  // rank 0 only
@@ -149,6 +148,7 @@ TrainingRun::TrainingRun(const TrainerOptions& options, const comm::MpiSession& 
 // a failure anywhere ends every rank at once (runAgreed). The shape is then compared across
 // ranks (an MPMD launch may give ranks different files).
 void TrainingRun::setUp() {
+  at::Tensor preview;
   runAgreed(*control_, "setup", [&] {
     const data::ImageShape wanted = dataImageShape(cfg_);
     const data::ImageFile train =
@@ -161,9 +161,9 @@ void TrainingRun::setUp() {
     cfg_.data.image_size = static_cast<int>(image_.height);
     cfg_.data.channels = static_cast<int>(image_.channels);
     if (cfg_.data.test.empty()) {
-      preview_images_ = readFirstImages(train, 8);
+      preview = readFirstImages(train, 8);
     } else {
-      preview_images_ =
+      preview =
           readFirstImages(data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &image_), 8);
     }
     if (!world_.isRoot()) return;
@@ -183,7 +183,7 @@ void TrainingRun::setUp() {
     throw AgreedError(2, "the ranks' data.train files hold images of different shapes (rank " +
                              std::to_string(world_.rank) + ": " + image_.str() + ")");
   }
-  previews_ = std::make_unique<Previews>(preview_images_, run_dir_ / "samples", world_.isRoot(),
+  previews_ = std::make_unique<Previews>(preview, run_dir_ / "samples", world_.isRoot(),
                                          cfg_.debug.preview_write_delay);
   faults_ = std::make_unique<FaultInjection>(cfg_.debug, world_.rank, run_dir_);
 }

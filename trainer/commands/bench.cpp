@@ -35,11 +35,11 @@ class BenchBatches {
       loader_ = std::make_unique<data::Loader>(loaderOptions(c, w), data::DataPosition{});
       return;
     }
+    const data::ImageShape s = trainingImageShape(c);
     for (int i = 0; i < 8; ++i) {
       data::Batch b;
       auto gen = makeGenerator(rngKey(static_cast<std::uint64_t>(c.run.seed), RngPurpose::kTest,
                                       static_cast<std::uint64_t>(w.rank), i));
-      const data::ImageShape s = trainingImageShape(c);
       b.images = torch::rand({c.data.batch_size, s.channels, s.height, s.width}, gen) * 2 - 1;
       synthetic_.push_back(b);
     }

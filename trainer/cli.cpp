@@ -66,6 +66,10 @@ int runCli(int argc, char** argv) {
   bench_cmd->add_option("--steps", bench.steps, "timed steps")->check(CLI::NonNegativeNumber);
   bench_cmd->add_option("--warmup", bench.warmup, "untimed warm-up steps")
       ->check(CLI::NonNegativeNumber);
+  bench_cmd->add_option(
+      "--profile", bench.profile,
+      "train: write a Chrome trace (chrome://tracing, Perfetto) of rank 0's timed "
+      "steps, op by op, to this file; the steps then run slower");
   addOverrides(bench_cmd, bench.overrides);
   bench_cmd->callback([&] { command = [&](const auto& mpi) { return runBench(bench, mpi); }; });
 

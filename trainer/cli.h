@@ -22,10 +22,11 @@ struct TrainArgs {
 };
 
 struct BenchArgs {
-  std::string kind;  // train | allreduce | data
+  std::string kind;  // train | allreduce | data | optim
   std::string config;
   std::int64_t steps = 0;  // 0: the benchmark's default
   std::int64_t warmup = -1;
+  std::string profile;  // train: Chrome trace of rank 0's timed steps (LibTorch's profiler)
   std::vector<std::string> overrides;
 };
 

@@ -1,4 +1,5 @@
 """The command line: help for every subcommand, documented exit codes, clear config errors."""
+import json
 import os
 
 from harness import check, parse_args, run, write
@@ -39,6 +40,22 @@ if os.path.exists(reference):
     p = run([T, "info"], check_rc=0, env={"LD_PRELOAD": reference})
     check("reference (netlib)" in p.stdout and "reference BLAS" in p.stderr,
           p.stdout + p.stderr)
+
+# bench train --profile writes a Chrome trace of the timed steps, op by op; other benchmarks
+# refuse the flag.
+repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+bench_cfg = os.path.join(repo, "configs", "bench", "vqvae_fmnist.yaml")
+trace = os.path.join(args.scratch, "trace.json")
+p = run([T, "bench", "train", "--config", bench_cfg, "--steps", "2", "--warmup", "1",
+         "--profile", trace], check_rc=0, timeout=120)
+line = json.loads(p.stdout.strip().splitlines()[-1])
+check(line["bench"] == "train" and line["steps"] == 2 and line["params"] == 658625, p.stdout)
+events = json.load(open(trace))
+names = {e.get("name") for e in events}
+check("aten::convolution_backward" in names and "aten::mkldnn_convolution" in names,
+      f"trace lacks the step's convolutions: {sorted(n for n in names if n)[:20]}")
+p = run([T, "bench", "data", "--config", bench_cfg, "--profile", trace], check_rc=2)
+check("--profile" in p.stderr and "bench train" in p.stderr, p.stderr)
 
 # A checkpoint that does not exist: exit 2, named (sample of a real VQ-VAE checkpoint answers
 # "not available", exit 4: inference_test.py).

@@ -2,6 +2,7 @@
 // excluded, every rank synchronised before the clock is read.
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -99,6 +100,10 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
   control->barrier({"barrier", "bench start", -1, -1});
   const double wait0 = batches.waitSeconds();
   double comm_s = 0, exposed_s = 0;
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+  if (!args.profile.empty() && w.isRoot()) {
+    profile = std::make_unique<torch::autograd::profiler::RecordProfile>(args.profile);
+  }
   const auto t0 = Clock::now();
   for (std::int64_t i = 0; i < steps; ++i, ++ctx.step) {
     last = task->step(batches.next(), ctx);
@@ -108,6 +113,7 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
     }
   }
   sync();
+  profile.reset();  // writes the trace
   control->barrier({"barrier", "bench end", -1, -1});
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
@@ -140,6 +146,10 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
 }  // namespace
 
 int runBench(const BenchArgs& args, const comm::MpiSession& mpi) {
+  if (!args.profile.empty() && args.kind != "train") {
+    throw InputError("--profile: only `bench train` records a profile (not `bench " + args.kind +
+                     "`)");
+  }
   TrainConfig config = loadTrainConfig(args.config, args.overrides);
   std::vector<JsonObject> lines;
   if (args.kind == "train") {

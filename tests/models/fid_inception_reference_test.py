@@ -15,8 +15,10 @@ models_fid_inception_reference).
 3. Computes pool3 features the way pytorch-fid does (images in [0, 1], bilinear resize to 299,
    then 2x - 1) in float64 and float32 on 2 RGB images at 299x299, 1 RGB at 40x56 and 1 gray at 28x28.
 4. Runs tests/models/fid_inception_compare.cpp: models::FidInception on the same images in
-   [-1, 1] must give float32 features within 1e-5 of PyTorch's float32 features and within 1e-4
-   of its float64 ones (max absolute difference relative to the largest feature).
+   [-1, 1] must give float32 features within 5e-5 of PyTorch's float32 features and within 1e-4
+   of its float64 ones (max absolute difference relative to the largest feature; PyTorch's own
+   float32 features are 2e-5 to 5e-5 from its float64 ones on these weights, and torchvision's
+   stock blocks instead of FID's change the features by ~1, which the test also checks).
 5. The fingerprint: equal for the same weights converted twice, different when one BatchNorm mean
    changes; loading refuses, naming the file and the tensor, a file with a tensor missing, one
    misshapen and one of another format.
@@ -195,7 +197,8 @@ def main():
     stock.eval()
     with torch.no_grad():
         want = cases["rgb299.f64"]
-        off = (pool3(stock, (cases["rgb299.x"].float() + 1) / 2).double() - want).abs().max() / want.abs().max()
+        x01 = (cases["rgb299.x"][:1].float() + 1) / 2
+        off = (pool3(stock, x01).double() - want[:1]).abs().max() / want[:1].abs().max()
     print(f"rgb299: torchvision's blocks instead of FID's: {off.item():.3g}")
     assert off > 100 * TOL_F64, off
     cases_path = os.path.join(args.scratch, "cases.safetensors")

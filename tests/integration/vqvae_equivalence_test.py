@@ -1,9 +1,10 @@
 """Single-process equivalence on real data (Fashion-MNIST): N ranks x batch B train the same VQ-VAE
-as one process with batch N*B for 10 steps (every parameter, codebook buffer and optimizer moment
-within 1e-3 relative per tensor: the batch reduction inside each convolution's weight gradient
-sums in a different order, and Adam amplifies that where a gradient element is zero up to
-rounding or successive gradients cancel; on the CI machine's CPU one decoder weight reached
-1.65e-4 after 10 steps, 1e-6 on another). At 2 ranks the run is also compared with one process
+as one process with batch N*B for 10 steps (every parameter and codebook buffer within 1e-3
+relative per tensor, optimizer moments within 1e-2: the batch reduction inside each convolution's
+weight gradient sums in a different order, and Adam amplifies that where a gradient element is
+zero up to rounding or successive gradients cancel; how far depends on the CPU and the BLAS: one
+decoder weight reached 1.65e-4 and one first moment 3.3e-3 after 10 steps on one machine, under
+1e-6 on another). At 2 ranks the run is also compared with one process
 that takes the global batch as 2 micro-batches (comm.grad_accum=2): the same sums in the same
 order, so every tensor must be equal bit for bit."""
 import os
@@ -41,7 +42,7 @@ def worst(prefix):
 # Summation order differs between 1 and N ranks and Adam amplifies it (m / sqrt(v) of gradients
 # that are zero up to rounding): how far depends on the CPU's kernels, so the bound is loose and
 # the exact invariant is the bit-for-bit comparison with gradient accumulation below.
-for prefix, bound in (("model/", 1e-3), ("ema/", 1e-3), ("optim/", 1e-3)):
+for prefix, bound in (("model/", 1e-3), ("ema/", 1e-3), ("optim/", 1e-2)):
     diff, name = worst(prefix)
     print(f"worst relative difference under {prefix}: {diff:.3g} ({name})")
     check(diff <= bound, f"{n} ranks x {per_rank} differs from 1 x 16: {name} by {diff:.3g}")

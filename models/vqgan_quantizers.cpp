@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/keyed_rng.h"
 
 namespace tessera::models {
 namespace {
@@ -206,7 +207,17 @@ QuantizeResult GumbelQuantizerImpl::forward(const at::Tensor& z, const QuantizeC
     TORCH_CHECK(call.temperature > 0, "GumbelQuantizer: temperature must be > 0, got ",
                 call.temperature);
     at::Tensor u = at::empty_like(lg, at::MemoryFormat::Contiguous);
-    u.uniform_(0, 1, call.generator);
+    if (call.first_sample >= 0) {
+      for (std::int64_t i = 0; i < u.size(0); ++i) {
+        const at::Generator gen = makeGenerator(
+            rngKey(call.noise_seed, RngPurpose::kNoise, static_cast<std::uint64_t>(call.noise_step),
+                   static_cast<std::uint64_t>(call.first_sample + i), kGumbelNoiseStream),
+            u.device());
+        u[i].uniform_(0, 1, gen);
+      }
+    } else {
+      u.uniform_(0, 1, call.generator);
+    }
     // u in [tiny, 1): -log(u) in (0, 88], so the noise is finite.
     const at::Tensor g = -(-u.clamp_min(std::numeric_limits<float>::min()).log()).log();
     const at::Tensor y = at::softmax((lg + g) / call.temperature, 1);  // [B, K, h, w]

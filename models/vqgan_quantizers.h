@@ -62,11 +62,19 @@ double temperatureAt(const TemperatureSchedule& schedule, std::int64_t step);
 // Per-call inputs that only some quantizers read.
 struct QuantizeCall {
   double temperature = 1.0;  // Gumbel: the softmax temperature of this call
-  // Gumbel, training mode: the generator of the noise, on the input's device. Pass a keyed one
-  // (core/keyed_rng.h: makeGenerator(rngKey(seed, purpose, step, rank), device)) so that every
-  // rank's draw is reproducible; without one the global generator is used.
+  // Gumbel, training mode: where the noise comes from. With first_sample >= 0, sample i of the
+  // call (global sample index first_sample + i) draws its uniforms from a generator keyed by
+  // (noise_seed, kNoise, noise_step, first_sample + i, kGumbelNoiseStream): the draw does not
+  // depend on the rank or the micro-batch that computes the sample, so 2 ranks x B draw what
+  // 1 x 2B draws. Otherwise `generator` (or, without one, the global generator) fills the
+  // whole batch.
   c10::optional<at::Generator> generator;
+  std::int64_t first_sample = -1;
+  std::uint64_t noise_seed = 0;
+  std::int64_t noise_step = 0;
 };
+// The stream coordinate of the Gumbel noise among RngPurpose::kNoise draws (diffusion uses 0, 1).
+inline constexpr std::uint64_t kGumbelNoiseStream = 7;
 
 struct QuantizeResult {
   at::Tensor quantized;  // [B, D, h, w]: the decoder's input; forward value = the codes' vectors

@@ -214,6 +214,30 @@ TEST(GumbelQuantizer, NoiseComesFromTheGivenGenerator) {
   EXPECT_TRUE(torch::equal(a, q->logits(z).argmax(1)));
 }
 
+// Keyed by the global sample index: a batch of 4 draws what two calls of 2 samples starting at
+// samples 0 and 2 draw (2 ranks x 2 against 1 x 4), and the step and the seed change the draw.
+TEST(GumbelQuantizer, NoiseKeyedByGlobalSampleIndex) {
+  GumbelQuantizer q = gumbel(true, 64, 4);
+  const at::Tensor z = torch::randn({4, 4, 6, 6}) * 0.01;  // nearly uniform logits: noise decides
+  torch::NoGradGuard no_grad;
+  const auto draw = [&](const at::Tensor& x, std::int64_t first, std::int64_t step,
+                        std::uint64_t seed) {
+    QuantizeCall call;
+    call.first_sample = first;
+    call.noise_step = step;
+    call.noise_seed = seed;
+    return q->forward(x, call);
+  };
+  const QuantizeResult all = draw(z, 0, 5, 1);
+  const QuantizeResult a = draw(z.narrow(0, 0, 2), 0, 5, 1), b = draw(z.narrow(0, 2, 2), 2, 5, 1);
+  EXPECT_TRUE(torch::equal(all.codes, at::cat({a.codes, b.codes})));
+  EXPECT_TRUE(torch::equal(all.quantized, at::cat({a.quantized, b.quantized})));
+  EXPECT_FALSE(torch::equal(all.codes, draw(z, 0, 6, 1).codes));
+  EXPECT_FALSE(torch::equal(all.codes, draw(z, 0, 5, 2).codes));
+  // A sample's draw is its own: sample 2 at position 0 of a call starting at 2.
+  EXPECT_TRUE(torch::equal(all.codes[2], draw(z.narrow(0, 2, 1), 2, 5, 1).codes[0]));
+}
+
 TEST(GumbelQuantizer, LowTemperatureSamplesTheArgmaxOfNoisyLogits) {
   GumbelQuantizer q = gumbel(true);
   const at::Tensor z = torch::randn({2, 5, 3, 4});

@@ -100,6 +100,8 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
   control->barrier({"barrier", "bench start", -1, -1});
   const double wait0 = batches.waitSeconds();
   double comm_s = 0, exposed_s = 0;
+  // Per reducer (a GAN has two: generator, discriminator).
+  std::vector<double> reducer_comm_s, reducer_exposed_s;
   std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
   if (!args.profile.empty() && w.isRoot()) {
     profile = std::make_unique<torch::autograd::profiler::RecordProfile>(args.profile);
@@ -107,9 +109,14 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
   const auto t0 = Clock::now();
   for (std::int64_t i = 0; i < steps; ++i, ++ctx.step) {
     last = task->step(batches.next(), ctx);
-    for (const auto* s : task->commStats()) {
-      comm_s += s->comm_seconds;
-      exposed_s += s->exposed_seconds;
+    const auto stats = task->commStats();
+    reducer_comm_s.resize(stats.size());
+    reducer_exposed_s.resize(stats.size());
+    for (std::size_t r = 0; r < stats.size(); ++r) {
+      comm_s += stats[r]->comm_seconds;
+      exposed_s += stats[r]->exposed_seconds;
+      reducer_comm_s[r] += stats[r]->comm_seconds;
+      reducer_exposed_s[r] += stats[r]->exposed_seconds;
     }
   }
   sync();
@@ -133,6 +140,16 @@ JsonObject benchTrain(const TrainConfig& c, const BenchArgs& args, const comm::M
       .add("comm_seconds_per_step", comm_s / steps)
       .add("comm_hidden_fraction", comm_s > 0 ? 1 - exposed_s / comm_s : 0.0)
       .add("loss", last.losses.empty() ? 0.0 : last.losses[0].second.item<double>());
+  // A task with several optimizers (the VQGAN's generator and discriminator) has one reducer
+  // per optimizer, in the order its registration lists them (c.optim's order): each one's
+  // communication and hidden fraction by its optimizer's name.
+  if (reducer_comm_s.size() > 1 && reducer_comm_s.size() == c.optim.size()) {
+    for (std::size_t r = 0; r < reducer_comm_s.size(); ++r) {
+      const double cs = reducer_comm_s[r], es = reducer_exposed_s[r];
+      out.add("comm_seconds_per_step_" + c.optim[r].name, cs / steps)
+          .add("comm_hidden_fraction_" + c.optim[r].name, cs > 0 ? 1 - es / cs : 0.0);
+    }
+  }
   // Model FLOP/s of one device (and MFU against metrics.peak_tflops when it is set).
   const double flops_per_image = task->trainingFlopsPerImage();
   if (flops_per_image > 0) {

@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <filesystem>
+
 #include "core/error.h"
 #include "core/keyed_rng.h"
 #include "data/batch.h"
@@ -35,14 +37,19 @@ VqganTask::VqganTask(const VqganTaskOptions& options, comm::Communicator& comm)
   discriminator_->setStatsReducer(&stats_);
   updaters_.add("generator", *autoencoder_, options.generator);
   updaters_.add("discriminator", *discriminator_, options.discriminator_updater);
-  if (!options.loss.perceptual_weights.empty() && options.loss.perceptual_weight > 0) {
-    lpips_ = models::Lpips(options.loss.perceptual_weights);
+  const std::string& lpips_file = options.loss.perceptual_weights;
+  if (options.loss.perceptual_weight > 0 && !lpips_file.empty() &&
+      std::filesystem::exists(lpips_file)) {
+    lpips_ = models::Lpips(lpips_file);
     lpips_->to(options.device);
     lpips_->eval();
   } else if (options.loss.perceptual_weight > 0 && comm.rank() == 0) {
+    // The shipped configs name the file where the user is expected to put it; a run without it
+    // trains without the term rather than failing (nothing is downloaded at run time).
     spdlog::warn(
-        "loss.perceptual_weights is empty: training without the perceptual (LPIPS) term; "
-        "launch/convert_lpips_weights.py writes the file from VGG16 and LPIPS weights");
+        "loss.perceptual_weights {}: training without the perceptual (LPIPS) term; "
+        "launch/convert_lpips_weights.py writes the file from VGG16 and LPIPS weights",
+        lpips_file.empty() ? std::string("is empty") : "'" + lpips_file + "' does not exist");
   }
 }
 
@@ -65,10 +72,12 @@ StepResult VqganTask::step(const data::Batch& batch, const StepContext& ctx) {
   models::QuantizeCall call;
   temperature_ = models::temperatureAt(options_.autoencoder.quantizer.temperature, ctx.step);
   call.temperature = temperature_;
-  call.generator =
-      makeGenerator(rngKey(options_.seed, RngPurpose::kNoise, static_cast<std::uint64_t>(ctx.step),
-                           static_cast<std::uint64_t>(rank_), /*stream: gumbel*/ 7),
-                    options_.device);
+  // Gumbel noise keyed by the global sample index: this rank's slice of the step's global batch
+  // starts at rank * B, and micro-batch i at rank * B + (its offset), so the draws do not depend
+  // on the number of ranks nor on the micro-batches.
+  call.noise_seed = options_.seed;
+  call.noise_step = ctx.step;
+  const std::int64_t first_sample = rank_ * x.size(0);
   models::Quantizer& quantizer = autoencoder_->quantizer();
   if (!quantizer.initialized()) {
     torch::NoGradGuard no_grad;
@@ -88,9 +97,12 @@ StepResult VqganTask::step(const data::Batch& batch, const StepContext& ctx) {
     // generator's loss runs through it.
     Updaters::Frozen frozen(updaters_, "generator");
     std::vector<at::Tensor> nll(static_cast<std::size_t>(n)), gen(static_cast<std::size_t>(n));
+    std::int64_t offset = 0;
     for (int i = 0; i < n; ++i) {
       const auto k = static_cast<std::size_t>(i);
       const at::Tensor& xi = chunks[k];
+      call.first_sample = first_sample + offset;
+      offset += xi.size(0);
       const models::VqganOutput out = autoencoder_->forward(xi, call);
       at::Tensor rec = models::reconstructionError(rec_kind, xi, out.reconstruction).mean();
       addMean(rec_sum, rec, n);

@@ -17,6 +17,8 @@
 #include "comm/detail/mpi.h"
 #include "comm/detail/tensor_checks.h"
 #include "comm/peer_board.h"
+#include "comm/peer_probe.h"
+#include "comm/teardown.h"
 #include "comm/watchdog.h"
 #include "core/error.h"
 
@@ -134,6 +136,7 @@ struct MpiCommunicator::State {
   MPI_Op bf16_ops[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};  // sum, max, min
   MPI_Op fp16_ops[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};
   std::unique_ptr<PeerBoard> board;
+  std::unique_ptr<PeerProbe> probe;  // null when off (TESSERA_PEER_PROBE=0) or unavailable
   int board_slot = -1;
   std::vector<int> node_ranks;  // world rank of each board slot
   std::string broken;           // the first failure; no collective runs after one
@@ -180,7 +183,20 @@ struct MpiCommunicator::State {
 
   // "; waiting on rank 1 (entered collectives up to #41, last at step 119; no MPI progress for
   // 9.8 s); ranks on other nodes: not known".
-  std::string peerReport(std::int64_t my_seq) const {
+  std::string peerReport(std::int64_t my_seq) const { return boardReport(my_seq) + probeReport(); }
+
+  // "; ranks 2, 3 unreachable (no answer to a TCP probe within 2 s)": the peers on any node that
+  // do not answer at all (peer_probe.h).
+  std::string probeReport() const {
+    if (!probe) return {};
+    const auto wait = std::chrono::milliseconds(2000);
+    const std::vector<int> lost = probe->unreachable(wait);
+    if (lost.empty()) return "; every peer answers a TCP probe";
+    return "; " + describeUnreachable(lost) + " (no answer to a TCP probe within " +
+           formatDuration(wait) + ")";
+  }
+
+  std::string boardReport(std::int64_t my_seq) const {
     if (!board) return "; which peers it waited for is not known (no shared-memory board)";
     std::string lagging;
     std::string stalled;
@@ -263,14 +279,36 @@ class MpiWork final : public Work {
 
   void wait() override {
     if (done_) return;
+    int signals_seen = stopSignalCount();
     try {
       state_->watchdog.waitFor(
-          [this] { return test(); }, started_,
+          [this, &signals_seen] {
+            if (test()) return true;
+            // A stop signal while waiting: a launcher that lost peers ends the job with SIGTERM,
+            // SIGKILL a second later. If peers are unreachable, report now (and exit 3).
+            if (const int n = stopSignalCount(); n != signals_seen && state_->probe) {
+              signals_seen = n;
+              const auto wait = std::chrono::milliseconds(500);
+              const std::vector<int> lost = state_->probe->unreachable(wait);
+              if (!lost.empty()) {
+                shieldFromTeardown();
+                throw CommError(describeOp(label_, bytes_) +
+                                " did not complete: a stop signal arrived while waiting for it "
+                                "(collective #" +
+                                std::to_string(seq_) + " on this MPI communicator) and " +
+                                describeUnreachable(lost) + " (no answer to a TCP probe within " +
+                                formatDuration(wait) + ")");
+              }
+            }
+            return false;
+          },
+          started_,
           [this] {
             return describeTimeout(label_, bytes_, state_->watchdog.timeout()) + " (collective #" +
                    std::to_string(seq_) + " on this MPI communicator)" + state_->peerReport(seq_);
           });
     } catch (const CommError& e) {
+      shieldFromTeardown();
       if (state_->broken.empty()) state_->broken = e.what();
       throw;
     }
@@ -329,6 +367,36 @@ std::string labelText(const char* op, const OpLabel& label) {
 // On the staging path (CUDA tensors without NCCL) collectives run on host copies.
 at::Tensor hostView(const at::Tensor& t, bool staged) {
   return staged ? t.to(c10::kCPU) : t;
+}
+
+// Every rank listens for probes and learns where the others listen (peer_probe.h). Collective
+// on s.comm whether or not this rank's probe could start.
+void setupProbe(State& s) {
+  constexpr int kAddressBytes = 1024;
+  std::unique_ptr<PeerProbe> probe;
+  if (PeerProbe::enabled()) {
+    try {
+      probe = std::make_unique<PeerProbe>(s.rank);
+    } catch (const Error& e) {
+      spdlog::debug("no TCP peer probe for timeout reports: {}", e.what());
+    }
+  }
+  std::vector<char> mine(kAddressBytes, '\0');
+  if (probe && probe->address().size() < static_cast<size_t>(kAddressBytes)) {
+    std::memcpy(mine.data(), probe->address().data(), probe->address().size());
+  }
+  std::vector<char> all(static_cast<size_t>(kAddressBytes) * static_cast<size_t>(s.size));
+  TESSERA_CHECK_MPI(MPI_Allgather(mine.data(), kAddressBytes, MPI_CHAR, all.data(), kAddressBytes,
+                                  MPI_CHAR, s.comm));
+  if (!probe) return;
+  std::vector<std::string> addresses;
+  for (int r = 0; r < s.size; ++r) {
+    const char* a = all.data() + static_cast<size_t>(r) * kAddressBytes;
+    addresses.emplace_back(a, strnlen(a, kAddressBytes));
+  }
+  const std::uint64_t token = probeToken(addresses);
+  probe->setPeers(std::move(addresses), token);
+  s.probe = std::move(probe);
 }
 
 void setupBoard(State& s) {
@@ -401,6 +469,7 @@ MpiCommunicator::MpiCommunicator(const World& world, c10::Device device, const C
   TESSERA_CHECK_MPI(MPI_Op_create(&reduce16<c10::Half, MaxOf>, 1, &s.fp16_ops[1]));
   TESSERA_CHECK_MPI(MPI_Op_create(&reduce16<c10::Half, MinOf>, 1, &s.fp16_ops[2]));
   setupBoard(s);
+  setupProbe(s);
 }
 
 MpiCommunicator::~MpiCommunicator() = default;

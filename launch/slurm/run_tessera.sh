@@ -128,7 +128,12 @@ fi
   if [[ ${#default_signals[@]} -gt 0 ]]; then
     trap '' TERM USR1
   fi
-  "${default_signals[@]}" srun "${srun_args[@]}" "$bin" train "$@" &
+  # Each task first leaves a marker (its step started; tasks on the batch host see $step), so
+  # that an srun that failed to start anything (an MPI plugin this Slurm lacks, a bad option) is
+  # not taken for a Tessera exit code.
+  # shellcheck disable=SC2016  # expanded by the task's shell
+  "${default_signals[@]}" srun "${srun_args[@]}" \
+    sh -c ': >"$0" 2>/dev/null || true; exec "$@"' "$step/started" "$bin" train "$@" &
   echo "$!" >"$step/pid.tmp"
   mv "$step/pid.tmp" "$step/pid"
   rc=0
@@ -153,6 +158,16 @@ trap - USR1 TERM
 if ! read -r rc 2>/dev/null <"$step/rc"; then
   log "the job step's exit status is unknown"
   rc=1
+fi
+
+# srun ended without starting any task: its own error (above) is the reason. Not a preemption,
+# whatever its exit code, so never requeue. A warning that killed srun before the step started
+# (exit 128+USR1) or after it (143: the step ended on the agreed stop) is handled below.
+if [[ $rc -ne 0 && ! -e $step/started ]] &&
+  ! [[ $warned -eq 1 && ($rc -eq $((128 + $(kill -l USR1))) || $rc -eq 143) ]]; then
+  log "srun failed to start the job step (exit $rc, no task started): see srun's error above" \
+    "(e.g. srun --mpi=list for the MPI plugins; TESSERA_SRUN_ARGS). Not requeueing"
+  exit 1
 fi
 
 # A warning that arrives while the ranks are still starting, before Tessera has installed its

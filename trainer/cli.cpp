@@ -119,14 +119,34 @@ int runCli(int argc, char** argv) {
   eval_cmd->callback([&] { command = [&](const auto& mpi) { return runEval(eval, mpi); }; });
 
   SampleArgs sample;
-  auto* sample_cmd = app.add_subcommand("sample", "sample images from a generative checkpoint");
+  auto* sample_cmd = app.add_subcommand(
+      "sample",
+      "sample images from a generative checkpoint: a PNG grid (and an HDF5 image file); under "
+      "mpirun each rank draws its share, the same images for any number of ranks");
   sample_cmd->add_option("--checkpoint", sample.checkpoint, "checkpoint file")->required();
-  sample_cmd->add_option("--n", sample.n, "images")->check(CLI::PositiveNumber);
-  sample_cmd->add_option("--steps", sample.steps, "sampler steps")->check(CLI::PositiveNumber);
-  sample_cmd->add_option("--sampler", sample.sampler, "sampler name");
+  sample_cmd->add_option("--n", sample.n, "images (default 64)")->check(CLI::PositiveNumber);
+  sample_cmd->add_option("--steps", sample.steps, "sampler steps (default: the run's sample.steps)")
+      ->check(CLI::PositiveNumber);
+  sample_cmd
+      ->add_option("--sampler", sample.sampler,
+                   "ddpm | ddim | dpm++2m (Gaussian) | euler | heun (flow); default: the run's")
+      ->check(CLI::IsMember({"ddpm", "ddim", "dpm++2m", "euler", "heun"}));
+  auto* eta = sample_cmd->add_option("--eta", sample.eta, "ddim: eta (0: deterministic)")
+                  ->check(CLI::NonNegativeNumber);
+  auto* guidance = sample_cmd->add_option("--guidance", sample.guidance,
+                                          "classifier-free guidance scale (class-conditional)");
+  auto* seed = sample_cmd->add_option("--seed", sample.seed, "noise seed (default: the run's)");
+  sample_cmd->add_option("--batch", sample.batch, "samples per model batch (default 16)")
+      ->check(CLI::PositiveNumber);
   sample_cmd->add_option("--out,-o", sample.out, "output PNG")->required();
+  sample_cmd->add_option("--h5", sample.h5, "also write the samples as an HDF5 image file");
   addWeights(sample_cmd, sample.weights);
-  sample_cmd->callback([&] { command = [&](const auto& mpi) { return runSample(sample, mpi); }; });
+  sample_cmd->callback([&, eta, guidance, seed] {
+    sample.has_eta = eta->count() > 0;
+    sample.has_guidance = guidance->count() > 0;
+    sample.has_seed = seed->count() > 0;
+    command = [&](const auto& mpi) { return runSampling(sample, mpi); };
+  });
 
   ExportArgs exp;
   auto* export_cmd = app.add_subcommand(

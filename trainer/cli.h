@@ -55,11 +55,16 @@ struct CheckpointArgs {
 
 struct SampleArgs {
   std::string checkpoint;
-  std::int64_t n = 16;
-  std::int64_t steps = 0;
-  std::string sampler;
+  std::int64_t n = 64;
+  std::int64_t steps = 0;  // 0: the checkpoint's sample.steps
+  std::string sampler;     // "": the checkpoint's sample.sampler
   std::string out;
   std::string weights;
+  std::string h5;           // also write the samples as a Tessera image file
+  std::int64_t batch = 16;  // samples per model batch
+  double eta = 0, guidance = 1;
+  std::uint64_t seed = 0;
+  bool has_eta = false, has_guidance = false, has_seed = false;  // given on the command line
 };
 
 struct ExportArgs {
@@ -78,9 +83,10 @@ int runBench(const BenchArgs& args, const comm::MpiSession& mpi);
 int runConvert(const ConvertArgs& args);
 int runReconstruct(const CheckpointArgs& args, const comm::MpiSession& mpi);
 int runEval(const CheckpointArgs& args, const comm::MpiSession& mpi);
-int runSample(const SampleArgs& args, const comm::MpiSession& mpi);
 int runExport(const ExportArgs& args);
 int runInfo(const InfoArgs& args, const comm::MpiSession& mpi);
+// trainer/commands/sample.cpp
+int runSampling(const SampleArgs& args, const comm::MpiSession& mpi);
 
 // Parses argv and runs the chosen subcommand; returns the process exit code. Turns every
 // exception into one log line and its documented exit code.

@@ -3,11 +3,14 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
 
+#include "comm/communicator.h"
+#include "data/image_grid.h"
 #include "trainer/inference.h"
 #include "trainer/task.h"
 
@@ -37,7 +40,13 @@ struct Previews::Writer {
       lock.unlock();
       try {
         if (delay > 0) std::this_thread::sleep_for(std::chrono::duration<double>(delay));
-        writeReconstructionGrid(job.path.string(), job.images, job.recon, job.images.size(0));
+        if (job.recon.defined()) {
+          writeReconstructionGrid(job.path.string(), job.images, job.recon, job.images.size(0));
+        } else {
+          const auto n = static_cast<double>(job.images.size(0));
+          data::writeImageGrid(job.path.string(), job.images,
+                               static_cast<int>(std::ceil(std::sqrt(n))));
+        }
       } catch (const std::exception& e) {
         spdlog::warn("preview {} not written: {}", job.path.string(), e.what());
       }
@@ -48,11 +57,13 @@ struct Previews::Writer {
   }
 };
 
-Previews::Previews(at::Tensor images, std::filesystem::path dir, bool write, double write_delay)
+Previews::Previews(at::Tensor images, std::filesystem::path dir, bool write, double write_delay,
+                   comm::Communicator* samples)
     : images_(std::move(images)),
       dir_(std::move(dir)),
       write_(write),
       write_delay_(write_delay),
+      samples_(samples),
       writer_(std::make_unique<Writer>()) {
   writer_->delay = write_delay_;
   if (write_) writer_->thread = std::thread([w = writer_.get()] { w->loop(); });
@@ -75,11 +86,29 @@ void Previews::wait() {
 
 void Previews::write(Task& task, std::int64_t step) {
   const at::Tensor recon = task.reconstruct(images_);
-  if (!write_ || !recon.defined()) return;
+  if (recon.defined()) {
+    enqueue(images_, recon, spdlog::fmt_lib::format("recon-step-{:08d}.png", step));
+    return;
+  }
+  const std::int64_t n = task.previewSampleCount();
+  if (n <= 0 || samples_ == nullptr) return;
+  // This rank's share [first, last) of the preview set, gathered in rank (= index) order.
+  const std::int64_t first = n * samples_->rank() / samples_->size();
+  const std::int64_t last = n * (samples_->rank() + 1) / samples_->size();
+  at::Tensor local =
+      last > first ? task.previewSamples(first, last - first).to(at::kCPU, at::kFloat).contiguous()
+                   : at::empty({0, images_.size(1), images_.size(2), images_.size(3)}, at::kFloat);
+  const at::Tensor all = samples_->size() > 1
+                             ? samples_->allGather(local, {"allgather", "sample preview", step, -1})
+                             : local;
+  enqueue(all, at::Tensor(), spdlog::fmt_lib::format("samples-step-{:08d}.png", step));
+}
+
+void Previews::enqueue(at::Tensor images, at::Tensor recon, const std::string& name) {
+  if (!write_) return;
   {
     std::lock_guard<std::mutex> lock(writer_->mutex);
-    writer_->queue.push_back(
-        {images_, recon, dir_ / spdlog::fmt_lib::format("recon-step-{:08d}.png", step)});
+    writer_->queue.push_back({std::move(images), std::move(recon), dir_ / name});
   }
   writer_->cv.notify_all();
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -70,6 +71,16 @@ struct StepResult {
   bool advanced() const;
 };
 
+// What `tessera sample` asks of a generative task; unset fields keep the checkpoint's `sample`
+// configuration.
+struct GenerateOptions {
+  std::string sampler;  // "" | "ddpm" | "ddim" | "dpm++2m" | "euler" | "heun"
+  std::optional<std::int64_t> steps;
+  std::optional<double> eta;
+  std::optional<double> guidance;
+  std::optional<std::uint64_t> seed;
+};
+
 class Task {
  public:
   virtual ~Task() = default;
@@ -116,6 +127,20 @@ class Task {
   // Reconstructions of `images` ([N, C, H, W] in [-1, 1], on any device) in [-1, 1] on the CPU,
   // computed in evaluation mode; undefined when the task does not reconstruct.
   virtual at::Tensor reconstruct(const at::Tensor& images) { return {}; }
+
+  // Generated samples [first, first + count) of the sample set `options` names, as
+  // [count, C, H, W] in [-1, 1] on the CPU; sample i depends on (seed, i) only, not on how the
+  // set is split. Undefined when the task does not generate (`tessera sample` then answers "not
+  // available"). UsageError naming the flag for options the task cannot honour.
+  virtual at::Tensor generate(std::int64_t first, std::int64_t count,
+                              const GenerateOptions& options) {
+    return {};
+  }
+  // Samples in each training preview grid (0: the task previews no samples) and samples
+  // [first, first + count) of the fixed-seed preview set, computed like generate() with the
+  // configuration's sampler and the live weights.
+  virtual std::int64_t previewSampleCount() const { return 0; }
+  virtual at::Tensor previewSamples(std::int64_t first, std::int64_t count) { return {}; }
 };
 
 }  // namespace tessera::trainer

@@ -131,6 +131,8 @@ void DebugConfig::fields(FieldVisitor& v) {
           "test only: append each step's dataset indices to run_dir/indices-rank<r>.txt");
   v.value("preview_write_delay", preview_write_delay, atLeast(0),
           "test only: seconds added to every preview PNG write on rank 0");
+  v.value("preview_sample_delay", preview_sample_delay, atLeast(0),
+          "test only: seconds added to rank 0's share of every sample preview");
 }
 
 namespace {

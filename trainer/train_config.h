@@ -114,6 +114,7 @@ struct DebugConfig {
   int nan_rank = -1;
   bool dump_indices = false;
   double preview_write_delay = 0;
+  double preview_sample_delay = 0;  // seconds added to rank 0's share of sample previews
   void fields(FieldVisitor& v);
 };
 

@@ -85,6 +85,8 @@ class TrainingRun {
   TrainingMetrics metrics_;
   std::unique_ptr<JsonlWriter> jsonl_;          // rank 0 only
   std::unique_ptr<ProgressReporter> progress_;  // rank 0 only
+  // Gathers sample previews (declared before previews_, which uses it).
+  std::unique_ptr<comm::Communicator> preview_comm_;
   std::unique_ptr<Previews> previews_;
   std::unique_ptr<FaultInjection> faults_;
   PreemptionMonitor monitor_;
@@ -135,6 +137,10 @@ TrainingRun::TrainingRun(const TrainerOptions& options, const comm::MpiSession& 
   comm::CommOptions co;
   co.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg_.comm.timeout * 1000));
   control_ = comm::makeControlCommunicator(mpi, co);
+  // Sample previews gather on their own communicator with a long deadline (trainer/previews.h).
+  comm::CommOptions po = co;
+  po.timeout += std::chrono::hours(1);
+  preview_comm_ = comm::makeControlCommunicator(mpi, po);
   grads_ = comm::makeCommunicator(mpi, device_, co);
   if (const std::string warning = blasWarning(blasInfo()); !warning.empty()) spdlog::warn(warning);
   spdlog::info("run {} ({}) in {}: {} rank(s), device {}, {} thread(s) per rank, global batch {}",
@@ -184,7 +190,7 @@ void TrainingRun::setUp() {
                              std::to_string(world_.rank) + ": " + image_.str() + ")");
   }
   previews_ = std::make_unique<Previews>(preview, run_dir_ / "samples", world_.isRoot(),
-                                         cfg_.debug.preview_write_delay);
+                                         cfg_.debug.preview_write_delay, preview_comm_.get());
   faults_ = std::make_unique<FaultInjection>(cfg_.debug, world_.rank, run_dir_);
 }
 

@@ -1,5 +1,6 @@
-// `tessera eval`, `tessera reconstruct` and `tessera sample`: the task a checkpoint names, asked
-// through the Task interface; a task that cannot do something answers "not available" (exit 4).
+// `tessera eval` and `tessera reconstruct` (`tessera sample`: commands/sample.cpp): the task a
+// checkpoint names, asked through the Task interface; a task that cannot do something answers "not
+// available" (exit 4).
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
@@ -76,13 +77,6 @@ int runReconstruct(const CheckpointArgs& args, const comm::MpiSession& mpi) {
   spdlog::info("wrote {} ({} images over their reconstructions, checkpoint step {}, {} weights)",
                args.out, n, m.step, m.weights);
   return kExitOk;
-}
-
-int runSample(const SampleArgs& args, const comm::MpiSession& mpi) {
-  const c10::Device device = selectDevice(DevicePreference::kAuto, mpi.world());
-  LoadedTask m = loadAlone(args.checkpoint, args.weights, device);
-  throw NotAvailable("task '" + m.task->name() + "' of " + args.checkpoint +
-                     " is not generative: sampling is not available (diffusion tasks sample)");
 }
 
 }  // namespace tessera::trainer

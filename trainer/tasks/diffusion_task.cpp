@@ -3,7 +3,10 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
+#include <map>
 #include <string>
+#include <thread>
 
 #include "comm/communicator.h"
 #include "core/error.h"
@@ -116,6 +119,8 @@ DiffusionTaskOptions diffusionTaskOptions(const TrainConfig& c, const TaskEnviro
   o.sampler.eta = own.sample.eta;
   o.sampler.seed = static_cast<std::uint64_t>(own.sample.seed);
   o.guidance = own.sample.guidance;
+  o.preview_count = own.sample.n;
+  o.preview_delay = c.debug.preview_sample_delay;
 
   o.updater = updaterOptions(c, "model");
   o.grad_accum = c.comm.grad_accum;
@@ -157,7 +162,8 @@ DiffusionTask::DiffusionTask(const DiffusionTaskOptions& options, comm::Communic
       flow_(options.flow_matching),
       sampler_(samplerOptions(options)),
       stats_(comm, "timestep statistics[model]"),
-      updaters_(comm) {
+      updaters_(comm),
+      preview_count_(options.preview_count) {
   updaters_.add("model", *model_, options.updater);
 }
 
@@ -340,6 +346,69 @@ std::vector<const comm::ReducerStats*> DiffusionTask::commStats() const {
 }
 
 at::Tensor DiffusionTask::sample(std::int64_t first, std::int64_t count) {
+  return sampleWith(first, count, options_.sampler, options_.guidance);
+}
+
+at::Tensor DiffusionTask::previewSamples(std::int64_t first, std::int64_t count) {
+  // Tests: a slow preview on rank 0 only, the case a preview's deadline must absorb.
+  if (options_.preview_delay > 0 && comm_.rank() == 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(options_.preview_delay));
+  }
+  return sample(first, count);
+}
+
+at::Tensor DiffusionTask::generate(std::int64_t first, std::int64_t count,
+                                   const GenerateOptions& g) {
+  models::SamplerOptions s = options_.sampler;
+  if (!g.sampler.empty()) {
+    static const std::map<std::string, models::SamplerKind> kinds{
+        {"ddpm", models::SamplerKind::kAncestral},
+        {"ancestral", models::SamplerKind::kAncestral},
+        {"ddim", models::SamplerKind::kDdim},
+        {"dpm++2m", models::SamplerKind::kDpmSolver2M},
+        {"dpm_solver_2m", models::SamplerKind::kDpmSolver2M},
+        {"euler", models::SamplerKind::kEuler},
+        {"heun", models::SamplerKind::kHeun}};
+    const auto it = kinds.find(g.sampler);
+    if (it == kinds.end()) {
+      throw UsageError("--sampler: unknown sampler '" + g.sampler +
+                       "' (ddpm, ddim, dpm++2m, euler, heun)");
+    }
+    s.kind = it->second;
+  }
+  if (models::isGaussianSampler(s.kind) == options_.flow) {
+    throw UsageError("--sampler: '" + models::toString(s.kind) + "' does not sample the " +
+                     (options_.flow ? "interpolation process (flow matching: euler or heun)"
+                                    : "Gaussian process (ddpm, ddim or dpm++2m)") +
+                     " this checkpoint was trained on");
+  }
+  if (g.steps) s.steps = *g.steps;
+  if (s.steps < 1) throw UsageError("--steps: must be at least 1");
+  if (!options_.flow && s.steps > options_.diffusion.timesteps) {
+    throw UsageError("--steps: " + str(s.steps) + " is more than the model's " +
+                     str(options_.diffusion.timesteps) + " diffusion timesteps");
+  }
+  if (g.eta) {
+    if (*g.eta < 0) throw UsageError("--eta: must be at least 0");
+    s.eta = *g.eta;
+  }
+  if (g.seed) s.seed = *g.seed;
+  double guidance = options_.guidance;
+  if (g.guidance) {
+    if (options_.unet.num_classes == 0 && *g.guidance != 1.0) {
+      throw UsageError("--guidance: the model is not class-conditional (unet.num_classes 0)");
+    }
+    guidance = *g.guidance;
+  }
+  if (count == 0) {
+    const models::UNetOptions& u = options_.unet;
+    return at::empty({0, u.in_channels, u.resolution, u.resolution});
+  }
+  return sampleWith(first, count, s, guidance);
+}
+
+at::Tensor DiffusionTask::sampleWith(std::int64_t first, std::int64_t count,
+                                     const models::SamplerOptions& sampler, double guidance) {
   torch::NoGradGuard no_grad;
   model_->eval();
   const models::UNetOptions& u = options_.unet;
@@ -354,15 +423,15 @@ at::Tensor DiffusionTask::sample(std::int64_t first, std::int64_t count) {
         [this](const at::Tensor& x, const at::Tensor& t, const at::Tensor& l) {
           return model_->forward(x, t, l);
         },
-        labels, u.nullLabel(), options_.guidance);
+        labels, u.nullLabel(), guidance);
   } else {
     fn = [this](const at::Tensor& x, const at::Tensor& t) { return model_->forward(x, t); };
   }
   at::Tensor images;
   if (options_.flow) {
-    images = models::sampleFlow(flow_, fn, options_.sampler, shape, first, count, opts);
+    images = models::sampleFlow(flow_, fn, sampler, shape, first, count, opts);
   } else {
-    images = models::sampleDiffusion(diffusion_, fn, options_.sampler, shape, first, count, opts);
+    images = models::sampleDiffusion(diffusion_, fn, sampler, shape, first, count, opts);
   }
   model_->train();
   return images.clamp(-1, 1).cpu();

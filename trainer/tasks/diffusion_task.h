@@ -44,6 +44,8 @@ struct DiffusionTaskOptions {
   double label_dropout = 0.1;
   models::SamplerOptions sampler;  // grids (sample())
   double guidance = 1.0;
+  std::int64_t preview_count = 0;  // samples per training preview grid (sample.n)
+  double preview_delay = 0;        // debug.preview_sample_delay (tests)
   UpdaterOptions updater;
   int grad_accum = 1;
   std::int64_t log_every = 50;  // window of the loss by timestep quartile
@@ -80,11 +82,21 @@ class DiffusionTask final : public Task {
   // evaluation mode, as [count, C, H, W] in [-1, 1] on the CPU (labels cycle through the classes
   // for a class-conditional model).
   at::Tensor sample(std::int64_t first, std::int64_t count);
+  // `tessera sample`: the same with the options' sampler, steps, eta, guidance and seed in place
+  // of the configuration's (UsageError naming --sampler or --steps for one that does not fit the
+  // process).
+  at::Tensor generate(std::int64_t first, std::int64_t count,
+                      const GenerateOptions& options) override;
+  // Training previews: sample.n samples of the configuration's sampler and seed.
+  std::int64_t previewSampleCount() const override { return preview_count_; }
+  at::Tensor previewSamples(std::int64_t first, std::int64_t count) override;
 
   models::UNet& model() { return model_; }
   const models::TimestepSampler& timestepSampler() const { return sampler_; }
 
  private:
+  at::Tensor sampleWith(std::int64_t first, std::int64_t count,
+                        const models::SamplerOptions& sampler, double guidance);
   void foldStatistics(const at::Tensor& t, const at::Tensor& per_sample, std::int64_t step);
 
   DiffusionTaskOptions options_;
@@ -97,6 +109,7 @@ class DiffusionTask final : public Task {
   Updaters updaters_;
   // Per quartile of the timesteps: loss sums and counts over the logging window.
   std::array<double, 4> window_sum_{}, window_count_{};
+  std::int64_t preview_count_ = 0;
 };
 
 // Builds a UNet whose initial weights are a pure function of `seed` (identical on every rank).

@@ -3,7 +3,8 @@
   in the discriminator, adaptive weight from gradients averaged over ranks) within the bound below;
 - before loss.disc_start the discriminator's optimizer never steps and the adversarial terms are
   absent from metrics.jsonl; after it, they are there and the discriminator steps every step;
-- the reconstruction loss falls over a short run, and eval/reconstruct work on the checkpoint."""
+- the reconstruction loss falls over a short run, and eval/reconstruct work on the checkpoint;
+- `bench train` reports the communication and its hidden fraction of each reducer."""
 import json
 import os
 
@@ -72,4 +73,17 @@ ckpt = checkpoints(run_dir)[-1]
 p = run([args.tessera, "eval", "--checkpoint", ckpt, "--data", data, "--n", "64"],
         timeout=120, check_rc=0)
 check("psnr" in p.stdout, p.stdout)
+
+# bench train at 2 ranks reports each reducer (generator, discriminator) beside the total.
+bench_ovr = [x for x in overrides(**{"loss.disc_start": 0}) if not x.startswith("run.")]
+p = run([args.mpirun, "-np", "2", "--oversubscribe", "--bind-to", "none", args.tessera, "bench",
+         "train", "--config", CFG, "--steps", "2", "--warmup", "1", *bench_ovr, "run.threads=1"],
+        timeout=300, check_rc=0)
+bench = json.loads(p.stdout.strip().splitlines()[-1])
+for name in ("generator", "discriminator"):
+    for key in ("comm_seconds_per_step_", "comm_hidden_fraction_"):
+        check(key + name in bench, f"{key}{name} missing: {bench}")
+    check(0 <= bench["comm_hidden_fraction_" + name] <= 1, str(bench))
+print("bench train, 2 ranks: hidden fraction generator {:.3f}, discriminator {:.3f}".format(
+    bench["comm_hidden_fraction_generator"], bench["comm_hidden_fraction_discriminator"]))
 print("ok")

@@ -3,6 +3,8 @@
 launch/slurm/local_cluster.sh starts munged, slurmctld and slurmd (one node, 8 CPUs offered) and
 stops them by pid at the end. Then:
   * `srun --mpi=pmix -n 2 tessera info` sees 2 ranks with local ranks 0 and 1;
+  * a job whose srun cannot start (TESSERA_SRUN_ARGS=--mpi=<missing plugin>) fails with exit 1
+    and a message saying so, without a requeue;
   * `sbatch train.sbatch` trains 2 tasks to the end (job COMPLETED, exit 0:0);
   * the same training in a job with a 1-minute limit and --signal=B:USR1@59: Slurm sends USR1
     before the limit, every rank saves, the job exits 75, requeues itself (Restarts grows) and
@@ -53,6 +55,18 @@ def main():
         check([(r["rank"], r["size"], r["local_rank"], r["local_size"]) for r in ranks] ==
               [(0, 2, 0, 2), (1, 2, 1, 2)], f"srun tessera info:\n{p.stdout}")
         print("srun --mpi=pmix -n 2 tessera info: 2 ranks", flush=True)
+
+        # An srun that cannot start the step (an MPI plugin this Slurm lacks) fails the job with
+        # exit 1 and a clear message: not taken for a preemption, not requeued.
+        bad_dir = os.path.join(args.scratch, "bad-mpi")
+        job, log = submit(slurm, "bad-mpi", bad_dir, base_overrides(data, **{"run.steps": 5}),
+                          extra_env={"TESSERA_SRUN_ARGS": "--mpi=tessera_no_such_plugin"})
+        j = slurm.wait_done(job, 120, log)
+        text = read(log)
+        check(j["JobState"] == "FAILED" and j["ExitCode"] == "1:0" and j["Restarts"] == "0" and
+              "srun failed to start the job step" in text,
+              f"bad --mpi: {j['JobState']} {j['ExitCode']} restarts {j['Restarts']}\n{text}")
+        print("srun with a missing MPI plugin: job FAILED with exit 1, not requeued", flush=True)
 
         # scancel first (short): the newest checkpoint survives, the next job resumes from it.
         cancel_dir = os.path.join(args.scratch, "cancel")

@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "comm/detail/mpi.h"
@@ -21,6 +23,7 @@
 #include "comm/teardown.h"
 #include "comm/watchdog.h"
 #include "core/error.h"
+#include "core/logging.h"
 
 namespace tessera::comm {
 namespace {
@@ -53,6 +56,12 @@ void reduce16(void* in, void* inout, int* len, MPI_Datatype*) {
 }
 
 std::atomic<int> g_board_counter{0};
+
+// The collectives launched and not yet complete on any MPI communicator of the process, in launch
+// order: what a rank names when the launcher ends the job while it waits (watchTeardown).
+std::mutex g_ops_mutex;
+std::map<std::int64_t, std::string> g_in_flight;
+std::int64_t g_launches = 0;
 
 // Open MPI's libnbc runs an in-place MPI_Iallreduce on fewer than four ranks as a binomial tree
 // (reduce to rank 0, then broadcast): about twice the time of the ring that blocking
@@ -140,12 +149,16 @@ struct MpiCommunicator::State {
   int board_slot = -1;
   std::vector<int> node_ranks;  // world rank of each board slot
   std::string broken;           // the first failure; no collective runs after one
+  std::thread watcher;
+  std::atomic<bool> stop_watcher{false};
   std::vector<Abandoned> abandoned;
   IallreduceAlgorithm iallreduce_algorithm;
 
   explicit State(std::chrono::milliseconds timeout) : watchdog(timeout) {}
 
   ~State() {
+    stop_watcher.store(true);
+    if (watcher.joinable()) watcher.join();
     int finalized = 0;
     MPI_Finalized(&finalized);
     const bool pending = !abandoned.empty();
@@ -240,9 +253,19 @@ class MpiWork final : public Work {
         seq_(++state_->seq),
         started_(SteadyClock::now()) {
     if (state_->board) state_->board->entered(state_->board_slot, seq_, label_.step);
+    if (state_->probe) {
+      std::lock_guard<std::mutex> lock(g_ops_mutex);
+      key_ = ++g_launches;
+      g_in_flight[key_] = describeOp(label_, bytes_) + " did not complete (collective #" +
+                          std::to_string(seq_) + " on this MPI communicator)";
+    }
   }
 
   ~MpiWork() override {
+    if (key_ != 0) {
+      std::lock_guard<std::mutex> lock(g_ops_mutex);
+      g_in_flight.erase(key_);
+    }
     if (!done_ && !requests_.empty()) {
       state_->abandoned.push_back({std::move(requests_), std::move(buffers_)});
     }
@@ -270,6 +293,10 @@ class MpiWork final : public Work {
     if (!flag) return false;
     done_ = true;
     requests_.clear();
+    if (key_ != 0) {
+      std::lock_guard<std::mutex> lock(g_ops_mutex);
+      g_in_flight.erase(key_);
+    }
     if (state_->board) state_->board->completed(state_->board_slot, seq_);
     if (on_complete_) on_complete_();
     buffers_.clear();
@@ -279,30 +306,9 @@ class MpiWork final : public Work {
 
   void wait() override {
     if (done_) return;
-    int signals_seen = stopSignalCount();
     try {
       state_->watchdog.waitFor(
-          [this, &signals_seen] {
-            if (test()) return true;
-            // A stop signal while waiting: a launcher that lost peers ends the job with SIGTERM,
-            // SIGKILL a second later. If peers are unreachable, report now (and exit 3).
-            if (const int n = stopSignalCount(); n != signals_seen && state_->probe) {
-              signals_seen = n;
-              const auto wait = std::chrono::milliseconds(500);
-              const std::vector<int> lost = state_->probe->unreachable(wait);
-              if (!lost.empty()) {
-                shieldFromTeardown();
-                throw CommError(describeOp(label_, bytes_) +
-                                " did not complete: a stop signal arrived while waiting for it "
-                                "(collective #" +
-                                std::to_string(seq_) + " on this MPI communicator) and " +
-                                describeUnreachable(lost) + " (no answer to a TCP probe within " +
-                                formatDuration(wait) + ")");
-              }
-            }
-            return false;
-          },
-          started_,
+          [this] { return test(); }, started_,
           [this] {
             return describeTimeout(label_, bytes_, state_->watchdog.timeout()) + " (collective #" +
                    std::to_string(seq_) + " on this MPI communicator)" + state_->peerReport(seq_);
@@ -334,6 +340,7 @@ class MpiWork final : public Work {
   std::vector<at::Tensor> buffers_;
   std::function<void()> on_complete_;
   bool done_ = false;
+  std::int64_t key_ = 0;  // in g_in_flight while not complete (0: not registered)
 };
 
 MPI_Datatype mpiType(c10::ScalarType dtype) {
@@ -397,6 +404,38 @@ void setupProbe(State& s) {
   const std::uint64_t token = probeToken(addresses);
   probe->setPeers(std::move(addresses), token);
   s.probe = std::move(probe);
+}
+
+// A launcher that lost a node ends the job's other processes: SIGTERM, SIGKILL a second later.
+// The rank may then be anywhere, even inside an MPI call that does not return, so a thread of its
+// own answers the signal (teardown.h): it probes the peers (no MPI), and when some are
+// unreachable it names the collective in flight and them, and exits 3 at once. A stop signal with
+// every peer answering (a preemption, scancel) is left to the trainer.
+void watchTeardown(State* s) {
+  static std::atomic<bool> reported{false};
+  int seen = stopSignalCount();
+  while (!s->stop_watcher.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const int n = stopSignalCount();
+    if (n == seen) continue;
+    seen = n;
+    const auto wait = std::chrono::milliseconds(300);
+    const std::vector<int> lost = s->probe->unreachable(wait);
+    if (lost.empty()) continue;
+    std::string op = "no collective in flight";
+    {
+      std::lock_guard<std::mutex> lock(g_ops_mutex);
+      if (!g_in_flight.empty()) op = g_in_flight.begin()->second;
+    }
+    if (reported.exchange(true)) return;  // another communicator's watcher reports
+    shieldFromTeardown();
+    spdlog::error(
+        "{}: the launcher is ending the job (a stop signal arrived) and {} (no answer to "
+        "a TCP probe within {})",
+        op, describeUnreachable(lost), formatDuration(wait));
+    flushLogs();
+    std::_Exit(kExitComm);
+  }
 }
 
 void setupBoard(State& s) {
@@ -470,6 +509,7 @@ MpiCommunicator::MpiCommunicator(const World& world, c10::Device device, const C
   TESSERA_CHECK_MPI(MPI_Op_create(&reduce16<c10::Half, MinOf>, 1, &s.fp16_ops[2]));
   setupBoard(s);
   setupProbe(s);
+  if (s.probe) s.watcher = std::thread(watchTeardown, &s);
 }
 
 MpiCommunicator::~MpiCommunicator() = default;

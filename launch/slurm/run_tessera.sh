@@ -179,6 +179,14 @@ if [[ $warned -eq 1 && $rc -eq $((128 + $(kill -l USR1))) ]]; then
   stopped+=" checkpoint stands)"
   rc=$EXIT_PREEMPTED
 fi
+# After USR1 the first rank to save exits 75, and srun (--kill-on-bad-exit=1) may end the others
+# with SIGTERM before they exit 75 themselves: the step then ends 143. That is the agreed stop too
+# (the checkpoint is committed before any rank exits 75).
+if [[ $warned -eq 1 && $terminated -eq 0 && $rc -eq 143 && -e $step/started ]]; then
+  stopped="tessera saved a checkpoint and stopped (exit $EXIT_PREEMPTED; srun ended the other"
+  stopped+=" ranks with SIGTERM, step exit 143)"
+  rc=$EXIT_PREEMPTED
+fi
 if [[ $rc -ne $EXIT_PREEMPTED ]]; then
   log "tessera exited with code $rc"
   exit "$rc"

@@ -105,7 +105,10 @@ def main():
         capped_dir = os.path.join(args.scratch, "capped")
         limit = ["--time=1", "--signal=B:USR1@59"]
         straight, straight_log = submit(slurm, "straight", straight_dir, o)
-        limited, limited_log = submit(slurm, "limited", limited_dir, o, limit)
+        # As often as needed: on a loaded machine a segment may get only a few steps between
+        # start-up and USR1, more than the default 20 requeues.
+        limited, limited_log = submit(slurm, "limited", limited_dir, o, limit,
+                                      {"TESSERA_MAX_REQUEUES": "1000"})
         capped, capped_log = submit(slurm, "capped", capped_dir,
                                     base_overrides(data, **{"run.steps": 100000}), limit,
                                     {"TESSERA_MAX_REQUEUES": "1"})

@@ -74,7 +74,7 @@ rng = np.random.default_rng(15)
 files = {"test": write("test", images), "one_class": write("one_class", one_class)}
 for sigma in (0.5, 1, 2):
     files[f"blur{sigma}"] = write(f"blur{sigma}", ndimage.gaussian_filter(
-        images.astype(np.float64), sigma=(0, sigma, sigma)))
+        images.astype(np.float64), sigma=(0, sigma, sigma) + (0,) * (images.ndim - 3)))
 for level in (8, 24, 64):
     files[f"noise{level}"] = write(f"noise{level}",
                                    images + rng.normal(scale=level, size=images.shape))

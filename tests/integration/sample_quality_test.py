@@ -1,7 +1,7 @@
 """Sample quality end to end (issue 15), with the real `tessera` binary on Fashion-MNIST.
 
 1. The classifier task trains on the training split on 2 ranks, 300 steps x 32 images per rank,
-   and its end-of-run evaluation on the test split reaches ACCURACY_BOUND (about 0.86 measured).
+   and its end-of-run evaluation on the test split reaches ACCURACY_BOUND.
 2. Its checkpoint is the feature network of `tessera eval --samples` on the first N test images
    (P images for precision/recall): the test set against itself gives FD ~ 0 and precision =
    recall = 1; FD grows monotonically with Gaussian blur (sigma 0.5, 1, 2) and with additive
@@ -21,7 +21,9 @@ from scipy import ndimage
 
 from harness import check, mpirun_cmd, parse_args, run, source_dir
 
-ACCURACY_BOUND = 0.85
+# Not yet measured at these steps (the session that wrote the test ran out of time on a loaded
+# machine; 419 steps x 128 images reached 0.8648): a loose bound until it is.
+ACCURACY_BOUND = 0.80
 N = 2000
 P = 1000
 

@@ -21,8 +21,7 @@ from scipy import ndimage
 
 from harness import check, mpirun_cmd, parse_args, run, source_dir
 
-# Not yet measured at these steps (the session that wrote the test ran out of time on a loaded
-# machine; 419 steps x 128 images reached 0.8648): a loose bound until it is.
+# 0.8374 measured at these steps (300 x 32 x 2 ranks).
 ACCURACY_BOUND = 0.80
 N = 2000
 P = 1000
@@ -92,7 +91,10 @@ def evaluate(samples, np_=1, extra=()):
 
 
 same = evaluate(files["test"])
-check(abs(same["fd"]) < 1e-6, f"FD of the test set with itself {same['fd']}")
+# Not exactly 0: square roots of the near-zero eigenvalues of S^2 (dead ReLU features) carry
+# float64 round-off of order sqrt(eps) x the largest eigenvalue (-1.2e-5 measured; blur 0.5 gives
+# FD of order 10).
+check(abs(same["fd"]) < 1e-3, f"FD of the test set with itself {same['fd']}")
 check(same["precision"] == 1 and same["recall"] == 1, f"precision/recall with itself {same}")
 check(same["images"] == N and same["pr_images"] == P, f"image counts {same}")
 check(same["inception_score"] > 1, f"score {same}")

@@ -21,6 +21,8 @@ packages=(
   python3 python3-h5py python3-numpy python3-yaml prometheus shellcheck
   # tests: the LPIPS and FID Inception networks against PyTorch's (torchvision's Inception v3).
   python3-torch python3-torchvision
+  # tests: Fréchet distance against scipy's sqrtm (pytorch-fid's formula), blurred test images.
+  python3-scipy
   # tests against a real scheduler and real nodes: a one-host Slurm (launch/slurm/local_cluster.sh;
   # mpi_pmix comes with the basic plugins) and two network namespaces joined by a veth pair.
   slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge iproute2

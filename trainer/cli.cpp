@@ -13,6 +13,7 @@
 #include "core/logging.h"
 #include "tessera/config.h"
 #include "trainer/config/config_tree.h"
+#include "trainer/sample_quality.h"
 
 namespace tessera::trainer {
 namespace {
@@ -107,11 +108,25 @@ int runCli(int argc, char** argv) {
   recon_cmd->callback(
       [&] { command = [&](const auto& mpi) { return runReconstruct(recon, mpi); }; });
 
-  CheckpointArgs eval;
-  auto* eval_cmd =
-      app.add_subcommand("eval", "evaluate a checkpoint on a dataset (JSON on stdout)");
-  eval_cmd->add_option("--checkpoint", eval.checkpoint, "checkpoint file")->required();
-  eval_cmd->add_option("--data", eval.data, "HDF5 dataset")->required();
+  EvalArgs eval;
+  auto* eval_cmd = app.add_subcommand(
+      "eval",
+      "evaluate a checkpoint on a dataset, or an image file against a reference (--samples); "
+      "JSON on stdout");
+  eval_cmd->add_option("--checkpoint", eval.checkpoint, "checkpoint file (not with --samples)");
+  eval_cmd->add_option("--data", eval.data, "HDF5 dataset (not with --samples)");
+  eval_cmd->add_option("--samples", eval.samples,
+                       "HDF5 image file to judge against --reference (FD, precision/recall)");
+  eval_cmd->add_option("--reference", eval.reference, "HDF5 reference images for --samples");
+  eval_cmd->add_option("--features", eval.features,
+                       "feature network: a classifier checkpoint or inception:WEIGHTS."
+                       "safetensors (with --checkpoint: also the reconstructions' FD)");
+  eval_cmd
+      ->add_option("--pr-images", eval.pr_images,
+                   "images of each set for precision/recall (default 10000; 0: none)")
+      ->check(CLI::NonNegativeNumber);
+  eval_cmd->add_flag("--no-cache", eval.no_cache,
+                     "recompute the reference statistics (and do not write the cache)");
   eval_cmd->add_option("--out,-o", eval.out, "also write the JSON to this file");
   eval_cmd->add_option("--n", eval.n, "evaluate only the first N images")
       ->check(CLI::PositiveNumber);

@@ -18,7 +18,8 @@ JsonObject ReconstructionMetrics::toJson() const {
       .add("psnr_per_image", psnr_per_image)
       .add("ssim", ssim)
       .add("codebook_usage", codebook_usage)
-      .add("perplexity", perplexity);
+      .add("perplexity", perplexity)
+      .add("code_entropy_bits", perplexity > 0 ? std::log2(perplexity) : 0.0);
   return o;
 }
 

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "data/image_file.h"
 #include "trainer/config/config_tree.h"
+#include "trainer/tasks/classifier_task.h"
 #include "trainer/tasks/diffusion_config.h"
 #include "trainer/tasks/diffusion_task.h"
 #include "trainer/tasks/vqgan_task.h"
@@ -182,7 +183,8 @@ Registry& registry() {
                       [] { return std::make_unique<DiffusionConfig>(); },
                       {{"model", OptimConfig{}}},
                       makeDiffusionTask},
-                     vqganRegistration()}};
+                     vqganRegistration(),
+                     classifierRegistration()}};
   return r;
 }
 

@@ -16,6 +16,7 @@
 #include "trainer/comm_stats_reducer.h"
 #include "trainer/device.h"
 #include "trainer/inference.h"
+#include "trainer/sample_quality.h"
 
 namespace tessera::trainer {
 namespace {
@@ -34,7 +35,54 @@ LoadedTask loadAlone(const std::string& checkpoint, const std::string& weights,
 
 }  // namespace
 
-int runEval(const CheckpointArgs& args, const comm::MpiSession& mpi) {
+namespace {
+
+void printJson(const JsonObject& out, const std::string& path) {
+  std::cout << out.str() << std::endl;
+  if (!path.empty()) {
+    std::ofstream f(path);
+    f << out.str() << "\n";
+    if (!f) throw Error("cannot write " + path);
+  }
+}
+
+int runSampleQuality(const EvalArgs& args, const comm::MpiSession& mpi) {
+  if (!args.checkpoint.empty() || !args.data.empty()) {
+    throw UsageError(
+        "eval: --samples compares two image files; --checkpoint and --data are for "
+        "evaluating a checkpoint");
+  }
+  if (args.reference.empty()) throw UsageError("eval --samples: --reference FILE is required");
+  if (args.features.empty()) {
+    throw UsageError("eval --samples: --features CHECKPOINT|inception:WEIGHTS is required");
+  }
+  const c10::Device device = selectDevice(DevicePreference::kAuto, mpi.world());
+  auto control = comm::makeControlCommunicator(mpi, {});
+  CommStatsReducer reducer(*control, "sample quality");
+  SampleQualityArgs a;
+  a.samples = args.samples;
+  a.reference = args.reference;
+  a.features = args.features;
+  a.n = args.n;
+  a.pr_images = args.pr_images;
+  a.use_cache = !args.no_cache;
+  const JsonObject out = evaluateSamples(a, reducer, device);
+  if (mpi.world().isRoot()) printJson(out, args.out);
+  return kExitOk;
+}
+
+}  // namespace
+
+int runEval(const EvalArgs& args, const comm::MpiSession& mpi) {
+  if (!args.samples.empty()) return runSampleQuality(args, mpi);
+  if (args.checkpoint.empty() || args.data.empty()) {
+    throw UsageError(
+        "eval: give --checkpoint FILE --data FILE.h5, or --samples FILE --reference FILE "
+        "--features CHECKPOINT|inception:WEIGHTS");
+  }
+  if (!args.reference.empty()) {
+    throw UsageError("eval: --reference goes with --samples");
+  }
   const c10::Device device = selectDevice(DevicePreference::kAuto, mpi.world());
   LoadedTask m = loadTask(args.checkpoint, parseWeightChoice(args.weights, "--weights"), device,
                           comm::makeCommunicator(mpi, device, {}));
@@ -46,18 +94,29 @@ int runEval(const CheckpointArgs& args, const comm::MpiSession& mpi) {
     throw NotAvailable("task '" + m.task->name() + "' of " + args.checkpoint +
                        " has no evaluation");
   }
+  if (!args.features.empty()) {
+    // The reconstructions' Fréchet distance (rFD) to the images they reconstruct.
+    std::unique_ptr<FeatureNetwork> net = FeatureNetwork::open(args.features, device);
+    const at::Tensor probe = m.task->reconstruct(readImages(file, 0, 1));
+    if (!probe.defined()) {
+      throw NotAvailable("eval --features: task '" + m.task->name() + "' of " + args.checkpoint +
+                         " does not reconstruct images (use --samples for generated images)");
+    }
+    const SetStatistics ref =
+        referenceStatistics(*net, file, args.n, args.pr_images, reducer, !args.no_cache);
+    const SetStatistics rec =
+        featurizeFile(*net, file, args.n, args.pr_images, reducer,
+                      [&](const at::Tensor& x) { return m.task->reconstruct(x); });
+    out.add("reconstruction_quality", compareSets(rec, ref, reducer))
+        .add("features", net->description());
+  }
   if (!mpi.world().isRoot()) return kExitOk;
   out.add("checkpoint", args.checkpoint)
       .add("step", m.step)
       .add("data", args.data)
       .add("task", m.task->name())
       .add("weights", m.weights);
-  std::cout << out.str() << std::endl;
-  if (!args.out.empty()) {
-    std::ofstream f(args.out);
-    f << out.str() << "\n";
-    if (!f) throw Error("cannot write " + args.out);
-  }
+  printJson(out, args.out);
   return kExitOk;
 }
 

@@ -12,18 +12,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <map>
-#include <mutex>
 #include <thread>
 
 #include "comm/detail/mpi.h"
 #include "comm/detail/tensor_checks.h"
 #include "comm/peer_board.h"
-#include "comm/peer_probe.h"
-#include "comm/teardown.h"
 #include "comm/watchdog.h"
 #include "core/error.h"
-#include "core/logging.h"
 
 namespace tessera::comm {
 namespace {
@@ -56,12 +51,6 @@ void reduce16(void* in, void* inout, int* len, MPI_Datatype*) {
 }
 
 std::atomic<int> g_board_counter{0};
-
-// The collectives launched and not yet complete on any MPI communicator of the process, in launch
-// order: what a rank names when the launcher ends the job while it waits (watchTeardown).
-std::mutex g_ops_mutex;
-std::map<std::int64_t, std::string> g_in_flight;
-std::int64_t g_launches = 0;
 
 // Open MPI's libnbc runs an in-place MPI_Iallreduce on fewer than four ranks as a binomial tree
 // (reduce to rank 0, then broadcast): about twice the time of the ring that blocking
@@ -145,20 +134,15 @@ struct MpiCommunicator::State {
   MPI_Op bf16_ops[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};  // sum, max, min
   MPI_Op fp16_ops[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};
   std::unique_ptr<PeerBoard> board;
-  std::unique_ptr<PeerProbe> probe;  // null when off (TESSERA_PEER_PROBE=0) or unavailable
   int board_slot = -1;
   std::vector<int> node_ranks;  // world rank of each board slot
   std::string broken;           // the first failure; no collective runs after one
-  std::thread watcher;
-  std::atomic<bool> stop_watcher{false};
   std::vector<Abandoned> abandoned;
   IallreduceAlgorithm iallreduce_algorithm;
 
   explicit State(std::chrono::milliseconds timeout) : watchdog(timeout) {}
 
   ~State() {
-    stop_watcher.store(true);
-    if (watcher.joinable()) watcher.join();
     int finalized = 0;
     MPI_Finalized(&finalized);
     const bool pending = !abandoned.empty();
@@ -196,20 +180,7 @@ struct MpiCommunicator::State {
 
   // "; waiting on rank 1 (entered collectives up to #41, last at step 119; no MPI progress for
   // 9.8 s); ranks on other nodes: not known".
-  std::string peerReport(std::int64_t my_seq) const { return boardReport(my_seq) + probeReport(); }
-
-  // "; ranks 2, 3 unreachable (no answer to a TCP probe within 2 s)": the peers on any node that
-  // do not answer at all (peer_probe.h).
-  std::string probeReport() const {
-    if (!probe) return {};
-    const auto wait = std::chrono::milliseconds(2000);
-    const std::vector<int> lost = probe->unreachable(wait);
-    if (lost.empty()) return "; every peer answers a TCP probe";
-    return "; " + describeUnreachable(lost) + " (no answer to a TCP probe within " +
-           formatDuration(wait) + ")";
-  }
-
-  std::string boardReport(std::int64_t my_seq) const {
+  std::string peerReport(std::int64_t my_seq) const {
     if (!board) return "; which peers it waited for is not known (no shared-memory board)";
     std::string lagging;
     std::string stalled;
@@ -253,19 +224,9 @@ class MpiWork final : public Work {
         seq_(++state_->seq),
         started_(SteadyClock::now()) {
     if (state_->board) state_->board->entered(state_->board_slot, seq_, label_.step);
-    if (state_->probe) {
-      std::lock_guard<std::mutex> lock(g_ops_mutex);
-      key_ = ++g_launches;
-      g_in_flight[key_] = describeOp(label_, bytes_) + " did not complete (collective #" +
-                          std::to_string(seq_) + " on this MPI communicator)";
-    }
   }
 
   ~MpiWork() override {
-    if (key_ != 0) {
-      std::lock_guard<std::mutex> lock(g_ops_mutex);
-      g_in_flight.erase(key_);
-    }
     if (!done_ && !requests_.empty()) {
       state_->abandoned.push_back({std::move(requests_), std::move(buffers_)});
     }
@@ -293,10 +254,6 @@ class MpiWork final : public Work {
     if (!flag) return false;
     done_ = true;
     requests_.clear();
-    if (key_ != 0) {
-      std::lock_guard<std::mutex> lock(g_ops_mutex);
-      g_in_flight.erase(key_);
-    }
     if (state_->board) state_->board->completed(state_->board_slot, seq_);
     if (on_complete_) on_complete_();
     buffers_.clear();
@@ -314,7 +271,6 @@ class MpiWork final : public Work {
                    std::to_string(seq_) + " on this MPI communicator)" + state_->peerReport(seq_);
           });
     } catch (const CommError& e) {
-      shieldFromTeardown();
       if (state_->broken.empty()) state_->broken = e.what();
       throw;
     }
@@ -340,7 +296,6 @@ class MpiWork final : public Work {
   std::vector<at::Tensor> buffers_;
   std::function<void()> on_complete_;
   bool done_ = false;
-  std::int64_t key_ = 0;  // in g_in_flight while not complete (0: not registered)
 };
 
 MPI_Datatype mpiType(c10::ScalarType dtype) {
@@ -374,68 +329,6 @@ std::string labelText(const char* op, const OpLabel& label) {
 // On the staging path (CUDA tensors without NCCL) collectives run on host copies.
 at::Tensor hostView(const at::Tensor& t, bool staged) {
   return staged ? t.to(c10::kCPU) : t;
-}
-
-// Every rank listens for probes and learns where the others listen (peer_probe.h). Collective
-// on s.comm whether or not this rank's probe could start.
-void setupProbe(State& s) {
-  constexpr int kAddressBytes = 1024;
-  std::unique_ptr<PeerProbe> probe;
-  if (PeerProbe::enabled()) {
-    try {
-      probe = std::make_unique<PeerProbe>(s.rank);
-    } catch (const Error& e) {
-      spdlog::debug("no TCP peer probe for timeout reports: {}", e.what());
-    }
-  }
-  std::vector<char> mine(kAddressBytes, '\0');
-  if (probe && probe->address().size() < static_cast<size_t>(kAddressBytes)) {
-    std::memcpy(mine.data(), probe->address().data(), probe->address().size());
-  }
-  std::vector<char> all(static_cast<size_t>(kAddressBytes) * static_cast<size_t>(s.size));
-  TESSERA_CHECK_MPI(MPI_Allgather(mine.data(), kAddressBytes, MPI_CHAR, all.data(), kAddressBytes,
-                                  MPI_CHAR, s.comm));
-  if (!probe) return;
-  std::vector<std::string> addresses;
-  for (int r = 0; r < s.size; ++r) {
-    const char* a = all.data() + static_cast<size_t>(r) * kAddressBytes;
-    addresses.emplace_back(a, strnlen(a, kAddressBytes));
-  }
-  const std::uint64_t token = probeToken(addresses);
-  probe->setPeers(std::move(addresses), token);
-  s.probe = std::move(probe);
-}
-
-// A launcher that lost a node ends the job's other processes: SIGTERM, SIGKILL a second later.
-// The rank may then be anywhere, even inside an MPI call that does not return, so a thread of its
-// own answers the signal (teardown.h): it probes the peers (no MPI), and when some are
-// unreachable it names the collective in flight and them, and exits 3 at once. A stop signal with
-// every peer answering (a preemption, scancel) is left to the trainer.
-void watchTeardown(State* s) {
-  static std::atomic<bool> reported{false};
-  int seen = stopSignalCount();
-  while (!s->stop_watcher.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    const int n = stopSignalCount();
-    if (n == seen) continue;
-    seen = n;
-    const auto wait = std::chrono::milliseconds(300);
-    const std::vector<int> lost = s->probe->unreachable(wait);
-    if (lost.empty()) continue;
-    std::string op = "no collective in flight";
-    {
-      std::lock_guard<std::mutex> lock(g_ops_mutex);
-      if (!g_in_flight.empty()) op = g_in_flight.begin()->second;
-    }
-    if (reported.exchange(true)) return;  // another communicator's watcher reports
-    shieldFromTeardown();
-    spdlog::error(
-        "{}: the launcher is ending the job (a stop signal arrived) and {} (no answer to "
-        "a TCP probe within {})",
-        op, describeUnreachable(lost), formatDuration(wait));
-    flushLogs();
-    std::_Exit(kExitComm);
-  }
 }
 
 void setupBoard(State& s) {
@@ -508,8 +401,6 @@ MpiCommunicator::MpiCommunicator(const World& world, c10::Device device, const C
   TESSERA_CHECK_MPI(MPI_Op_create(&reduce16<c10::Half, MaxOf>, 1, &s.fp16_ops[1]));
   TESSERA_CHECK_MPI(MPI_Op_create(&reduce16<c10::Half, MinOf>, 1, &s.fp16_ops[2]));
   setupBoard(s);
-  setupProbe(s);
-  if (s.probe) s.watcher = std::thread(watchTeardown, &s);
 }
 
 MpiCommunicator::~MpiCommunicator() = default;

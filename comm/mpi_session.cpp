@@ -8,7 +8,6 @@
 #include <string>
 
 #include "comm/detail/mpi.h"
-#include "comm/teardown.h"
 #include "core/error.h"
 #include "core/logging.h"
 
@@ -114,12 +113,6 @@ std::vector<std::string> MpiSession::allGatherStrings(const std::string& mine) c
 
 void MpiSession::abort(int code) const {
   flushLogs();
-  // After a communication failure (teardown.h) a plain exit: the launcher ends the job when a
-  // rank exits non-zero without MPI_Finalize, as after MPI_Abort. MPI_Abort itself waits for the
-  // local daemon's answer, which does not come while that daemon is already tearing the job down
-  // after another rank's exit: the rank would die of its SIGKILL a second later instead of
-  // exiting with `code`.
-  if (world_.mpi && teardownShielded()) std::_Exit(code);
   if (world_.mpi) {
     int finalized = 0;
     MPI_Finalized(&finalized);

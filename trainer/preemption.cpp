@@ -8,7 +8,6 @@
 #include <map>
 #include <sstream>
 
-#include "comm/teardown.h"
 #include "core/error.h"
 
 namespace tessera::trainer {
@@ -19,7 +18,6 @@ std::atomic<int> g_count{0};
 std::map<int, struct sigaction> g_previous;
 
 void onSignal(int sig) {
-  comm::noteStopSignal();
   if (g_count.fetch_add(1) == 0) {
     g_first_signal.store(sig);
     return;
@@ -47,10 +45,7 @@ PreemptionMonitor::PreemptionMonitor(const std::vector<int>& signals) : signals_
 }
 
 PreemptionMonitor::~PreemptionMonitor() {
-  // After a communication failure the signals stay ignored until the process exits.
-  if (!comm::teardownShielded()) {
-    for (int sig : signals_) sigaction(sig, &g_previous[sig], nullptr);
-  }
+  for (int sig : signals_) sigaction(sig, &g_previous[sig], nullptr);
   g_previous.clear();
 }
 

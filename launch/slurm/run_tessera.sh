@@ -128,12 +128,7 @@ fi
   if [[ ${#default_signals[@]} -gt 0 ]]; then
     trap '' TERM USR1
   fi
-  # Each task first leaves a marker (its step started; tasks on the batch host see $step), so
-  # that an srun that failed to start anything (an MPI plugin this Slurm lacks, a bad option) is
-  # not taken for a Tessera exit code.
-  # shellcheck disable=SC2016  # expanded by the task's shell
-  "${default_signals[@]}" srun "${srun_args[@]}" \
-    sh -c ': >"$0" 2>/dev/null || true; exec "$@"' "$step/started" "$bin" train "$@" &
+  "${default_signals[@]}" srun "${srun_args[@]}" "$bin" train "$@" &
   echo "$!" >"$step/pid.tmp"
   mv "$step/pid.tmp" "$step/pid"
   rc=0
@@ -160,16 +155,6 @@ if ! read -r rc 2>/dev/null <"$step/rc"; then
   rc=1
 fi
 
-# srun ended without starting any task: its own error (above) is the reason. Not a preemption,
-# whatever its exit code, so never requeue. A warning that killed srun before the step started
-# (exit 128+USR1) or after it (143: the step ended on the agreed stop) is handled below.
-if [[ $rc -ne 0 && ! -e $step/started ]] &&
-  ! [[ $warned -eq 1 && ($rc -eq $((128 + $(kill -l USR1))) || $rc -eq 143) ]]; then
-  log "srun failed to start the job step (exit $rc, no task started): see srun's error above" \
-    "(e.g. srun --mpi=list for the MPI plugins; TESSERA_SRUN_ARGS). Not requeueing"
-  exit 1
-fi
-
 # A warning that arrives while the ranks are still starting, before Tessera has installed its
 # handler (a short time limit, a requeued job close to its limit), kills them with USR1's default
 # action: nothing was lost since the last checkpoint, so requeue as after a save.
@@ -177,14 +162,6 @@ stopped="tessera saved a checkpoint and stopped (exit $EXIT_PREEMPTED)"
 if [[ $warned -eq 1 && $rc -eq $((128 + $(kill -l USR1))) ]]; then
   stopped="the ranks died of SIGUSR1 before Tessera handled it (still starting; the newest"
   stopped+=" checkpoint stands)"
-  rc=$EXIT_PREEMPTED
-fi
-# After USR1 the first rank to save exits 75, and srun (--kill-on-bad-exit=1) may end the others
-# with SIGTERM before they exit 75 themselves: the step then ends 143. That is the agreed stop too
-# (the checkpoint is committed before any rank exits 75).
-if [[ $warned -eq 1 && $terminated -eq 0 && $rc -eq 143 && -e $step/started ]]; then
-  stopped="tessera saved a checkpoint and stopped (exit $EXIT_PREEMPTED; srun ended the other"
-  stopped+=" ranks with SIGTERM, step exit 143)"
   rc=$EXIT_PREEMPTED
 fi
 if [[ $rc -ne $EXIT_PREEMPTED ]]; then

@@ -3,8 +3,6 @@
 launch/slurm/local_cluster.sh starts munged, slurmctld and slurmd (one node, 8 CPUs offered) and
 stops them by pid at the end. Then:
   * `srun --mpi=pmix -n 2 tessera info` sees 2 ranks with local ranks 0 and 1;
-  * a job whose srun cannot start (TESSERA_SRUN_ARGS=--mpi=<missing plugin>) fails with exit 1
-    and a message saying so, without a requeue;
   * `sbatch train.sbatch` trains 2 tasks to the end (job COMPLETED, exit 0:0);
   * the same training in a job with a 1-minute limit and --signal=B:USR1@59: Slurm sends USR1
     before the limit, every rank saves, the job exits 75, requeues itself (Restarts grows) and
@@ -56,18 +54,6 @@ def main():
               [(0, 2, 0, 2), (1, 2, 1, 2)], f"srun tessera info:\n{p.stdout}")
         print("srun --mpi=pmix -n 2 tessera info: 2 ranks", flush=True)
 
-        # An srun that cannot start the step (an MPI plugin this Slurm lacks) fails the job with
-        # exit 1 and a clear message: not taken for a preemption, not requeued.
-        bad_dir = os.path.join(args.scratch, "bad-mpi")
-        job, log = submit(slurm, "bad-mpi", bad_dir, base_overrides(data, **{"run.steps": 5}),
-                          extra_env={"TESSERA_SRUN_ARGS": "--mpi=tessera_no_such_plugin"})
-        j = slurm.wait_done(job, 120, log)
-        text = read(log)
-        check(j["JobState"] == "FAILED" and j["ExitCode"] == "1:0" and j["Restarts"] == "0" and
-              "srun failed to start the job step" in text,
-              f"bad --mpi: {j['JobState']} {j['ExitCode']} restarts {j['Restarts']}\n{text}")
-        print("srun with a missing MPI plugin: job FAILED with exit 1, not requeued", flush=True)
-
         # scancel first (short): the newest checkpoint survives, the next job resumes from it.
         cancel_dir = os.path.join(args.scratch, "cancel")
         job, log = submit(slurm, "cancel", cancel_dir,
@@ -105,10 +91,7 @@ def main():
         capped_dir = os.path.join(args.scratch, "capped")
         limit = ["--time=1", "--signal=B:USR1@59"]
         straight, straight_log = submit(slurm, "straight", straight_dir, o)
-        # As often as needed: on a loaded machine a segment may get only a few steps between
-        # start-up and USR1, more than the default 20 requeues.
-        limited, limited_log = submit(slurm, "limited", limited_dir, o, limit,
-                                      {"TESSERA_MAX_REQUEUES": "1000"})
+        limited, limited_log = submit(slurm, "limited", limited_dir, o, limit)
         capped, capped_log = submit(slurm, "capped", capped_dir,
                                     base_overrides(data, **{"run.steps": 100000}), limit,
                                     {"TESSERA_MAX_REQUEUES": "1"})

@@ -106,7 +106,10 @@ def main():
                 break
             check(elapsed < args.duration + 240,
                   f"no requeue within 240 s after {args.duration} s\n{read(log)[-3000:]}")
-            check(j.get("JobState") in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED"),
+            # SIGNALING: slurmctld has a --signal (USR1) pending for the running job, a
+            # transient state of a healthy segment.
+            check(j.get("JobState") in ("PENDING", "RUNNING", "SIGNALING", "COMPLETING",
+                                        "REQUEUED"),
                   f"job {job} in state {j.get('JobState')}\n{read(log)[-4000:]}")
             segment = int(j.get("Restarts", 0))
             if j["JobState"] == "RUNNING":

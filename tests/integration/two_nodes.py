@@ -68,11 +68,6 @@ class TwoNodes:
             sh("ip", "-n", self.ns[node], "addr", "add", f"{addr}/24", "dev", self.dev[node])
             sh("ip", "-n", self.ns[node], "link", "set", "lo", "up")
             sh("ip", "-n", self.ns[node], "link", "set", self.dev[node], "up")
-            # TCP gives up on an unanswered connection after ~6 s instead of ~15 min (the
-            # default 15 retries), so that after a partition the launcher's own connections
-            # fail soon and mpirun ends too (per namespace: the host keeps its setting).
-            sh("ip", "netns", "exec", self.ns[node], "sysctl", "-q", "-w",
-               "net.ipv4.tcp_retries2=4")
         return self
 
     def __exit__(self, *exc):

@@ -164,6 +164,14 @@ if [[ $warned -eq 1 && $rc -eq $((128 + $(kill -l USR1))) ]]; then
   stopped+=" checkpoint stands)"
   rc=$EXIT_PREEMPTED
 fi
+# After the warning, the first rank to exit 75 makes srun (--kill-on-bad-exit) send SIGTERM to
+# the ranks still finishing: the step then ends with 143 although every rank had agreed to stop.
+# A save is committed only once complete, so the newest checkpoint stands either way: requeue.
+if [[ $warned -eq 1 && $rc -eq $((128 + $(kill -l TERM))) && $terminated -eq 0 ]]; then
+  stopped="tessera stopped after the warning (srun ended the last ranks with SIGTERM once the"
+  stopped+=" first exited $EXIT_PREEMPTED; the newest checkpoint stands)"
+  rc=$EXIT_PREEMPTED
+fi
 if [[ $rc -ne $EXIT_PREEMPTED ]]; then
   log "tessera exited with code $rc"
   exit "$rc"

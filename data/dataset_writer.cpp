@@ -157,6 +157,39 @@ void DatasetWriter::append(const std::uint8_t* images, const std::int64_t* label
   d.written += n;
 }
 
+void DatasetWriter::setAttribute(const std::string& name, const std::vector<double>& values) {
+  Impl& d = *impl_;
+  const detail::Hdf5Lock lock;
+  detail::quietErrors();
+  const std::string what = "attribute '" + name + "' of '" + d.temp_path + "'";
+  const hsize_t dims[1] = {values.size()};
+  Handle space(H5Screate_simple(1, dims, nullptr), H5Sclose);
+  checkHdf5(space.get(), what, false);
+  Handle attr(H5Acreate2(d.images.get(), name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT,
+                         H5P_DEFAULT),
+              H5Aclose);
+  checkHdf5(attr.get(), what, false);
+  checkHdf5(H5Awrite(attr.get(), H5T_NATIVE_DOUBLE, values.data()), what, false);
+}
+
+void DatasetWriter::setAttribute(const std::string& name, const std::string& value) {
+  Impl& d = *impl_;
+  const detail::Hdf5Lock lock;
+  detail::quietErrors();
+  const std::string what = "attribute '" + name + "' of '" + d.temp_path + "'";
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  checkHdf5(type.get(), what, false);
+  checkHdf5(H5Tset_size(type.get(), std::max<std::size_t>(1, value.size())), what, false);
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  checkHdf5(space.get(), what, false);
+  Handle attr(H5Acreate2(d.images.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT,
+                         H5P_DEFAULT),
+              H5Aclose);
+  checkHdf5(attr.get(), what, false);
+  const std::string padded = value.empty() ? std::string(1, '\0') : value;
+  checkHdf5(H5Awrite(attr.get(), type.get(), padded.data()), what, false);
+}
+
 std::int64_t DatasetWriter::written() const {
   return impl_->written;
 }

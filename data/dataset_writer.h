@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "data/image_shape.h"
 
@@ -33,6 +34,10 @@ class DatasetWriter {
   // Appends `n` images (HWC, n * shape.bytes() bytes) and, when the file has labels, `n` labels
   // (`labels` is ignored otherwise). Throws Error when more than `count` images are appended.
   void append(const std::uint8_t* images, const std::int64_t* labels, std::int64_t n);
+  // Sets an attribute of the "images" dataset (a float64 vector; a string). Throws Error when
+  // HDF5 refuses it. `tessera encode` records the latent range and the autoencoder this way.
+  void setAttribute(const std::string& name, const std::vector<double>& values);
+  void setAttribute(const std::string& name, const std::string& value);
   std::int64_t written() const;
   std::int64_t chunkImages() const;
 

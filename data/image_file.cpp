@@ -478,4 +478,45 @@ void ImageFile::readLabels(std::int64_t start, std::int64_t count, std::int64_t*
            "reading labels of data file '" + impl_->path + "'");
 }
 
+std::vector<double> ImageFile::doubleAttribute(const std::string& name) const {
+  const detail::Hdf5Lock lock;
+  detail::quietErrors();
+  const hid_t dataset = impl_->images.get();
+  if (H5Aexists(dataset, name.c_str()) <= 0) return {};
+  const std::string what = impl_->path + ": attribute '" + name + "' of dataset '" +
+                           impl_->dataset + "'";
+  Handle attr(H5Aopen(dataset, name.c_str(), H5P_DEFAULT), H5Aclose);
+  checkHdf5(attr.get(), what);
+  Handle type(H5Aget_type(attr.get()), H5Tclose);
+  if (H5Tget_class(type.get()) != H5T_FLOAT && H5Tget_class(type.get()) != H5T_INTEGER) {
+    throw InputError(what + ": expected numbers");
+  }
+  Handle space(H5Aget_space(attr.get()), H5Sclose);
+  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  checkHdf5(n, what);
+  std::vector<double> out(static_cast<std::size_t>(n));
+  checkHdf5(H5Aread(attr.get(), H5T_NATIVE_DOUBLE, out.data()), what);
+  return out;
+}
+
+std::string ImageFile::stringAttribute(const std::string& name) const {
+  const detail::Hdf5Lock lock;
+  detail::quietErrors();
+  const hid_t dataset = impl_->images.get();
+  if (H5Aexists(dataset, name.c_str()) <= 0) return {};
+  const std::string what = impl_->path + ": attribute '" + name + "' of dataset '" +
+                           impl_->dataset + "'";
+  Handle attr(H5Aopen(dataset, name.c_str(), H5P_DEFAULT), H5Aclose);
+  checkHdf5(attr.get(), what);
+  Handle type(H5Aget_type(attr.get()), H5Tclose);
+  if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) > 0) {
+    throw InputError(what + ": expected a fixed-length string");
+  }
+  const std::size_t size = H5Tget_size(type.get());
+  std::string out(size, '\0');
+  checkHdf5(H5Aread(attr.get(), type.get(), out.data()), what);
+  out.resize(out.find('\0') == std::string::npos ? size : out.find('\0'));
+  return out;
+}
+
 }  // namespace tessera::data

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "data/image_shape.h"
 
@@ -44,6 +45,11 @@ class ImageFile {
   // Images [start, start + count) into `out` (count * H * W * C bytes, HWC). Safe to call from
   // several threads. Throws Error naming the file on an out-of-range request or a failed read.
   void readRange(std::int64_t start, std::int64_t count, std::uint8_t* out) const;
+  // An attribute of the images dataset as float64 values, or as a string; empty when the
+  // dataset has no attribute of that name (Error naming the file when it is of another type).
+  std::vector<double> doubleAttribute(const std::string& name) const;
+  std::string stringAttribute(const std::string& name) const;
+
   // Labels [start, start + count) into `out`. Requires hasLabels().
   void readLabels(std::int64_t start, std::int64_t count, std::int64_t* out) const;
 

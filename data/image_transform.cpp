@@ -98,4 +98,16 @@ void floatToImage(const float* chw, const ImageShape& shape, std::uint8_t* hwc) 
   }
 }
 
+at::Tensor floatToImages(const at::Tensor& images) {
+  const at::Tensor f = images.to(at::kCPU, at::kFloat).contiguous();
+  const ImageShape shape{f.size(2), f.size(3), f.size(1)};
+  at::Tensor out = at::empty({f.size(0), shape.height, shape.width, shape.channels},
+                             at::TensorOptions().dtype(at::kByte));
+  const std::int64_t per = shape.bytes();
+  for (std::int64_t i = 0; i < f.size(0); ++i) {
+    floatToImage(f.data_ptr<float>() + i * per, shape, out.data_ptr<std::uint8_t>() + i * per);
+  }
+  return out;
+}
+
 }  // namespace tessera::data

@@ -22,5 +22,8 @@ at::Tensor modelInput(const at::Tensor& images, const at::Tensor& flips = at::Te
 
 // The inverse for display: CHW float (clamped to [-1, 1]) to HWC uint8, rounded.
 void floatToImage(const float* chw, const ImageShape& shape, std::uint8_t* hwc);
+// The same for a batch: [N, C, H, W] floats (any device and float type) -> [N, H, W, C] uint8
+// on the CPU.
+at::Tensor floatToImages(const at::Tensor& images);
 
 }  // namespace tessera::data

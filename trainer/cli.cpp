@@ -108,6 +108,26 @@ int runCli(int argc, char** argv) {
   recon_cmd->callback(
       [&] { command = [&](const auto& mpi) { return runReconstruct(recon, mpi); }; });
 
+  EncodeArgs encode;
+  auto* encode_cmd = app.add_subcommand(
+      "encode",
+      "write the quantised latents of an image file under a VQ-VAE/VQGAN checkpoint as an HDF5 "
+      "file for latent diffusion; under mpirun each rank encodes a shard");
+  encode_cmd
+      ->add_option("--checkpoint", encode.checkpoint,
+                   "autoencoder checkpoint file, or a run's checkpoint directory (its latest)")
+      ->required();
+  encode_cmd->add_option("--data", encode.data, "HDF5 image file to encode")->required();
+  encode_cmd->add_option("--out,-o", encode.out, "output HDF5 file")->required();
+  encode_cmd->add_option("--n", encode.n, "encode the first n images (default: all)")
+      ->check(CLI::PositiveNumber);
+  encode_cmd->add_option("--batch", encode.batch, "images per encoder batch (default 256)")
+      ->check(CLI::PositiveNumber);
+  encode_cmd->add_flag("--force", encode.force, "overwrite an existing output file");
+  addWeights(encode_cmd, encode.weights);
+  encode_cmd->callback(
+      [&] { command = [&](const auto& mpi) { return runEncode(encode, mpi); }; });
+
   EvalArgs eval;
   auto* eval_cmd = app.add_subcommand(
       "eval",

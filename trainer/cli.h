@@ -67,6 +67,16 @@ struct SampleArgs {
   bool has_eta = false, has_guidance = false, has_seed = false;  // given on the command line
 };
 
+struct EncodeArgs {
+  std::string checkpoint;  // a VQ-VAE or VQGAN checkpoint file or run checkpoint directory
+  std::string data;
+  std::string out;
+  std::string weights;
+  std::int64_t n = 0;        // the first n images (0: all)
+  std::int64_t batch = 256;  // images per encoder batch
+  bool force = false;
+};
+
 struct ExportArgs {
   std::string checkpoint;
   std::string format = "safetensors";
@@ -82,11 +92,12 @@ int runTrain(const TrainArgs& args, const comm::MpiSession& mpi);
 int runBench(const BenchArgs& args, const comm::MpiSession& mpi);
 int runConvert(const ConvertArgs& args);
 int runReconstruct(const CheckpointArgs& args, const comm::MpiSession& mpi);
-int runEval(const CheckpointArgs& args, const comm::MpiSession& mpi);
 int runExport(const ExportArgs& args);
 int runInfo(const InfoArgs& args, const comm::MpiSession& mpi);
 // trainer/commands/sample.cpp
 int runSampling(const SampleArgs& args, const comm::MpiSession& mpi);
+// trainer/commands/encode.cpp
+int runEncode(const EncodeArgs& args, const comm::MpiSession& mpi);
 
 // Parses argv and runs the chosen subcommand; returns the process exit code. Turns every
 // exception into one log line and its documented exit code.

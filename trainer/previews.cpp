@@ -97,7 +97,7 @@ void Previews::write(Task& task, std::int64_t step) {
   const std::int64_t last = n * (samples_->rank() + 1) / samples_->size();
   at::Tensor local =
       last > first ? task.previewSamples(first, last - first).to(at::kCPU, at::kFloat).contiguous()
-                   : at::empty({0, images_.size(1), images_.size(2), images_.size(3)}, at::kFloat);
+                   : task.generate(0, 0, GenerateOptions{});  // no samples, their shape
   const at::Tensor all = samples_->size() > 1
                              ? samples_->allGather(local, {"allgather", "sample preview", step, -1})
                              : local;

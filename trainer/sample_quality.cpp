@@ -18,7 +18,6 @@
 #include "models/safetensors_reader.h"
 #include "trainer/export/safetensors.h"
 #include "trainer/inference.h"
-#include "trainer/tasks/classifier_task.h"
 
 namespace tessera::trainer {
 namespace {
@@ -62,8 +61,9 @@ class CheckpointFeatures final : public FeatureNetwork {
       : path_(path),
         task_(loadTask(path, WeightChoice::kDefault, device,
                        std::make_unique<comm::LocalCommunicator>(device))) {
-    classifier_ = dynamic_cast<ClassifierTask*>(task_.task.get());
-    if (classifier_ == nullptr) {
+    const data::ImageShape shape = modelImageShape(task_.config);
+    const at::Tensor probe = at::zeros({1, shape.channels, shape.height, shape.width});
+    if (!task_.task->featurize(probe).first.defined()) {
       throw InputError("--features " + path + ": task '" + task_.task->name() +
                        "' is not a feature network (train one with task: classifier, e.g. "
                        "configs/classifier_fmnist.yaml)");
@@ -85,7 +85,7 @@ class CheckpointFeatures final : public FeatureNetwork {
     fingerprint_ = hash.hex();
   }
   FeatureOutput featurize(const at::Tensor& images) override {
-    auto [features, logits] = classifier_->featurize(images);
+    auto [features, logits] = task_.task->featurize(images);
     return {features, logits};
   }
   std::string fingerprint() const override { return fingerprint_; }
@@ -97,7 +97,6 @@ class CheckpointFeatures final : public FeatureNetwork {
  private:
   std::string path_;
   LoadedTask task_;
-  ClassifierTask* classifier_ = nullptr;
   std::string fingerprint_;
 };
 
@@ -235,6 +234,14 @@ SetStatistics referenceStatistics(FeatureNetwork& net, const data::ImageFile& fi
     }
   }
   return s;
+}
+
+JsonObject reconstructionQuality(FeatureNetwork& net, const data::ImageFile& file, std::int64_t n,
+                                 std::int64_t pr_images, models::StatsReducer& reducer,
+                                 bool use_cache, const ImageTransform& reconstruct) {
+  const SetStatistics ref = referenceStatistics(net, file, n, pr_images, reducer, use_cache);
+  const SetStatistics rec = featurizeFile(net, file, n, pr_images, reducer, reconstruct);
+  return compareSets(rec, ref, reducer);
 }
 
 JsonObject compareSets(const SetStatistics& samples, const SetStatistics& reference,

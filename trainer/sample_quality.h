@@ -76,6 +76,13 @@ SetStatistics referenceStatistics(FeatureNetwork& net, const data::ImageFile& fi
 JsonObject compareSets(const SetStatistics& samples, const SetStatistics& reference,
                        models::StatsReducer& reducer);
 
+// The reconstructions' quality (rFD): `reconstruct` applied to the first `n` images of `file`
+// against those images, as compareSets reports it. The reference's statistics come from the cache
+// when `use_cache`. Every rank calls it.
+JsonObject reconstructionQuality(FeatureNetwork& net, const data::ImageFile& file, std::int64_t n,
+                                 std::int64_t pr_images, models::StatsReducer& reducer,
+                                 bool use_cache, const ImageTransform& reconstruct);
+
 struct SampleQualityArgs {
   std::string samples;
   std::string reference;

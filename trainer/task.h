@@ -136,6 +136,22 @@ class Task {
                               const GenerateOptions& options) {
     return {};
   }
+  // A feature network's penultimate features [N, F] and logits [N, classes] of `images`
+  // ([N, C, H, W] in [-1, 1]), float32 on the CPU, in evaluation mode (`tessera eval --features`
+  // measures Fréchet distance and precision/recall in them); undefined when the task is not one.
+  virtual std::pair<at::Tensor, at::Tensor> featurize(const at::Tensor& images) { return {}; }
+
+  // The latent space of a vector-quantised autoencoder, for latent diffusion (`tessera encode`, a
+  // diffusion task's `latent` section). All in evaluation mode, results on the CPU; undefined
+  // when the task has no such space.
+  // - encodeLatents: the quantised latents z_q of `images` ([N, C, H, W] in [-1, 1]): each
+  //   position's code vector, as [N, D, h, w] (the decoder's input);
+  // - codeVectors: every code's vector in that space, [K, D];
+  // - decodeLatents: images in [-1, 1] from latents [N, D, h, w] (code vectors or not).
+  virtual at::Tensor encodeLatents(const at::Tensor& images) { return {}; }
+  virtual at::Tensor codeVectors() { return {}; }
+  virtual at::Tensor decodeLatents(const at::Tensor& latents) { return {}; }
+
   // Samples in each training preview grid (0: the task previews no samples) and samples
   // [first, first + count) of the fixed-seed preview set, computed like generate() with the
   // configuration's sampler and the live weights.

@@ -26,6 +26,10 @@ void RunConfig::fields(FieldVisitor& v) {
   v.value("image_every", image_every, atLeast(0),
           "steps between PNG grids in the run directory (0: only at the end)");
   v.value("eval_at_end", eval_at_end, "evaluate on data.test after the last step");
+  v.value("eval_features", eval_features,
+          "feature network for the end-of-run evaluation (a classifier checkpoint or "
+          "inception:WEIGHTS): adds the reconstructions' Frechet distance, precision and recall "
+          "(empty: none)");
   v.value("threads", threads, atLeast(0), "intra-op threads per rank (0: cores / ranks per node)");
   v.choice("device", device,
            {{"auto", DevicePreference::kAuto},
@@ -50,8 +54,9 @@ void DataConfig::fields(FieldVisitor& v) {
   v.value("hflip", hflip, "random horizontal flips (keyed by seed, epoch and sample)");
   v.value("image_size", image_size, atLeast(0),
           "image height and width; the files must match (0: take it from data.train)");
-  v.value("channels", channels, between(0, 4),
-          "image channels; the files must match (0: take them from data.train)");
+  v.value("channels", channels, between(0, 1024),
+          "image channels, 1 to 4 (latent files: the latents' channels); the files must match "
+          "(0: take them from data.train)");
   v.choice("format", format, {{"uint8", LoaderFormat::kUint8}, {"float", LoaderFormat::kFloat}},
            "what loader threads hand over: the stored uint8 bytes, converted to [-1, 1] on the "
            "training device (a quarter of the bytes to build and copy), or float CHW in [-1, 1]");

@@ -30,6 +30,7 @@ struct RunConfig {
   std::int64_t log_every = 50;
   std::int64_t image_every = 0;
   bool eval_at_end = true;
+  std::string eval_features;  // a feature network: rFD at the end (sample_quality.h)
   int threads = 0;
   DevicePreference device = DevicePreference::kAuto;
   std::string stop_signals = "TERM,USR1";

@@ -31,6 +31,7 @@
 #include "trainer/previews.h"
 #include "trainer/progress/progress_reporter.h"
 #include "trainer/run_counters.h"
+#include "trainer/sample_quality.h"
 #include "trainer/state_io.h"
 #include "trainer/step_log.h"
 #include "trainer/task_factory.h"
@@ -88,6 +89,7 @@ class TrainingRun {
   // Gathers sample previews (declared before previews_, which uses it).
   std::unique_ptr<comm::Communicator> preview_comm_;
   std::unique_ptr<Previews> previews_;
+  std::unique_ptr<FeatureNetwork> eval_features_;  // run.eval_features, opened at the start
   std::unique_ptr<FaultInjection> faults_;
   PreemptionMonitor monitor_;
   Clock::time_point started_ = Clock::now();
@@ -205,6 +207,23 @@ void TrainingRun::makeTaskAgreed() {
     task_ = makeTask(cfg_, env);
   });
   modules_ = task_->modules();
+  // The end-of-run evaluation's feature network is opened now: a missing file or a task that does
+  // not reconstruct is a configuration error before training, not after it.
+  if (!cfg_.run.eval_at_end || cfg_.data.test.empty() || cfg_.run.eval_features.empty()) return;
+  runAgreed(*control_, "run.eval_features", [&] {
+    try {
+      eval_features_ = FeatureNetwork::open(cfg_.run.eval_features, device_);
+    } catch (const InputError& e) {
+      throw ConfigError(std::string("run.eval_features: ") + e.what());
+    }
+    const at::Tensor probe =
+        task_->reconstruct(torch::zeros({1, image_.channels, image_.height, image_.width}));
+    if (!probe.defined()) {
+      throw ConfigError("run.eval_features: task '" + task_->name() +
+                        "' does not reconstruct images; judge its samples with tessera eval "
+                        "--samples");
+    }
+  });
 }
 
 void TrainingRun::synchroniseModels() {
@@ -484,7 +503,14 @@ void TrainingRun::evaluateAtEnd() {
   if (!cfg_.run.eval_at_end || cfg_.data.test.empty()) return;
   const data::ImageFile file = data::ImageFile::open(cfg_.data.test, cfg_.data.dataset, &image_);
   CommStatsReducer reducer(*control_, "evaluation");
-  const JsonObject result = task_->evaluate(file, reducer, 256);
+  JsonObject result = task_->evaluate(file, reducer, 256);
+  if (eval_features_) {
+    result
+        .add("reconstruction_quality",
+             reconstructionQuality(*eval_features_, file, 0, 10000, reducer, true,
+                                   [&](const at::Tensor& x) { return task_->reconstruct(x); }))
+        .add("features", eval_features_->description());
+  }
   if (!world_.isRoot() || result.empty()) return;
   std::ofstream(run_dir_ / "eval.json") << result.str() << "\n";
   spdlog::info("evaluation on {}: {}", cfg_.data.test, result.str());

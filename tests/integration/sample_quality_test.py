@@ -10,6 +10,10 @@
 3. The reference statistics are cached beside the reference file and reused (same numbers);
    --no-cache recomputes them.
 4. Errors name the flag or the file and exit 2.
+5. Reconstruction quality (rFD): a small VQ-VAE trained with `run.eval_features` (2 ranks)
+   writes the reconstructions' FD, precision and recall on data.test into eval.json, equal to
+   `tessera eval --checkpoint --features` of its checkpoint (live weights) on 1 rank; a missing
+   feature network and a task that does not reconstruct are refused before training (exit 2).
 """
 import glob
 import json
@@ -140,4 +144,41 @@ p = run([args.tessera, "eval", "--samples", files["test"], "--reference", files[
 check("--features" in p.stderr, f"a missing feature network is named: {p.stderr}")
 p = run([args.tessera, "eval", "--data", files["test"]], timeout=60, check_rc=2)
 check("--checkpoint" in p.stderr, f"eval without --checkpoint: {p.stderr}")
-print("ok")
+print("ok: errors")
+
+# 5. rFD at the end of a run and from `tessera eval --checkpoint`.
+from trainer_support import base_overrides, checkpoints  # noqa: E402
+
+vq_dir = os.path.join(args.scratch, "vq")
+vq = base_overrides(data["train"], **{
+    "model.hidden": 16, "model.res_hidden": 8, "model.res_blocks": 1,
+    "quantizer.codebook_size": 32, "quantizer.code_dim": 8, "run.steps": 12,
+    "run.eval_at_end": "true", "data.test": files["test"], "run.eval_features": ckpt})
+vq_cfg = os.path.join(source_dir(), "configs", "vqvae_fmnist.yaml")
+run(mpirun_cmd(args, 2, args.tessera, "train", "--config", vq_cfg, "--run-dir", vq_dir, *vq),
+    timeout=300, check_rc=0)
+with open(os.path.join(vq_dir, "eval.json")) as f:
+    at_end = json.load(f)
+print("vq-vae eval.json:", json.dumps(at_end), flush=True)
+rq = at_end["reconstruction_quality"]
+check(rq["fd"] > 0 and 0 <= rq["precision"] <= 1 and 0 <= rq["recall"] <= 1,
+      f"reconstruction quality at the end of the run: {rq}")
+check(ckpt in at_end["features"], f"features: {at_end['features']}")
+out = json.loads(run([args.tessera, "eval", "--checkpoint", checkpoints(vq_dir)[-1], "--data",
+                      files["test"], "--features", ckpt, "--weights", "live"],
+                     timeout=180, check_rc=0).stdout)
+check(abs(out["reconstruction_quality"]["fd"] - rq["fd"]) <= 1e-6 * rq["fd"],
+      f"eval --checkpoint rFD {out['reconstruction_quality']} vs the run's {rq}")
+p = run(mpirun_cmd(args, 2, args.tessera, "train", "--config", vq_cfg, "--run-dir",
+                   os.path.join(args.scratch, "vq-bad"), *vq,
+                   "run.eval_features=" + missing), timeout=120, check_rc=2)
+check("run.eval_features" in p.stderr and "missing.h5" in p.stderr, p.stderr[-400:])
+check(not os.path.exists(os.path.join(args.scratch, "vq-bad", "checkpoints", "latest")),
+      "refused before training")
+ddpm_cfg = os.path.join(source_dir(), "configs", "ddpm_fmnist.yaml")
+p = run([args.tessera, "train", "--config", ddpm_cfg, "--run-dir",
+         os.path.join(args.scratch, "ddpm-bad"), f"data.train={data['train']}",
+         f"data.test={files['test']}", "run.eval_at_end=true", f"run.eval_features={ckpt}",
+         "run.steps=2", "optim.warmup_steps=0"], timeout=120, check_rc=2)
+check("run.eval_features" in p.stderr and "does not reconstruct" in p.stderr, p.stderr[-400:])
+print("ok: rFD at the end of a run equals eval --checkpoint --features; bad settings refused")

@@ -211,6 +211,22 @@ TEST(ShippedConfigs, EveryConfigLoads) {
   EXPECT_GE(loaded, 8);
 }
 
+TEST(DiffusionConfigs, LdmFmnist) {
+  const TrainConfig c = loadTrainConfig(config("ldm_fmnist.yaml"), {});
+  EXPECT_EQ(c.task, "diffusion");
+  const auto& own = c.taskConfig<DiffusionConfig>();
+  EXPECT_EQ(own.latent.autoencoder, "runs/vqvae-fmnist/checkpoints");
+  EXPECT_TRUE(own.latent.snap);
+  EXPECT_EQ(c.data.image_size, 7);  // the quick start VQ-VAE's 7 x 7 x 64 latents
+  EXPECT_EQ(c.data.channels, 64);
+  EXPECT_FALSE(c.data.hflip);
+  // Mirrored latents are refused; pixel-space configs have no autoencoder.
+  EXPECT_THROW(loadTrainConfig(config("ldm_fmnist.yaml"), {"data.hflip=true"}), ConfigError);
+  EXPECT_TRUE(loadTrainConfig(config("ddpm_fmnist.yaml"), {})
+                  .taskConfig<DiffusionConfig>()
+                  .latent.autoencoder.empty());
+}
+
 TEST(DiffusionConfigs, Celeba64) {
   comm::LocalCommunicator comm(c10::Device(c10::kCPU));
   const TrainConfig c = loadTrainConfig(config("ddpm_celeba64.yaml"), {"data.train="});

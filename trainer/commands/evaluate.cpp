@@ -102,12 +102,9 @@ int runEval(const EvalArgs& args, const comm::MpiSession& mpi) {
       throw NotAvailable("eval --features: task '" + m.task->name() + "' of " + args.checkpoint +
                          " does not reconstruct images (use --samples for generated images)");
     }
-    const SetStatistics ref =
-        referenceStatistics(*net, file, args.n, args.pr_images, reducer, !args.no_cache);
-    const SetStatistics rec =
-        featurizeFile(*net, file, args.n, args.pr_images, reducer,
-                      [&](const at::Tensor& x) { return m.task->reconstruct(x); });
-    out.add("reconstruction_quality", compareSets(rec, ref, reducer))
+    out.add("reconstruction_quality",
+            reconstructionQuality(*net, file, args.n, args.pr_images, reducer, !args.no_cache,
+                                  [&](const at::Tensor& x) { return m.task->reconstruct(x); }))
         .add("features", net->description());
   }
   if (!mpi.world().isRoot()) return kExitOk;

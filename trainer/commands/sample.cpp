@@ -25,23 +25,6 @@
 #include "trainer/inference.h"
 
 namespace tessera::trainer {
-namespace {
-
-// [count, C, H, W] floats in [-1, 1] -> [count, H, W, C] uint8 through data::floatToImage.
-at::Tensor toImages(const at::Tensor& x) {
-  const at::Tensor f = x.to(at::kCPU, at::kFloat).contiguous();
-  const data::ImageShape shape{f.size(2), f.size(3), f.size(1)};
-  at::Tensor out = torch::empty({f.size(0), shape.height, shape.width, shape.channels}, at::kByte);
-  const std::int64_t per = shape.height * shape.width * shape.channels;
-  for (std::int64_t i = 0; i < f.size(0); ++i) {
-    data::floatToImage(f.data_ptr<float>() + i * per, shape,
-                       out.data_ptr<std::uint8_t>() + i * per);
-  }
-  return out;
-}
-
-}  // namespace
-
 int runSampling(const SampleArgs& args, const comm::MpiSession& mpi) {
   if (args.n < 1) throw UsageError("--n: must be at least 1");
   if (args.batch < 1) throw UsageError("--batch: must be at least 1");
@@ -56,8 +39,10 @@ int runSampling(const SampleArgs& args, const comm::MpiSession& mpi) {
   if (args.has_eta) g.eta = args.eta;
   if (args.has_guidance) g.guidance = args.guidance;
   if (args.has_seed) g.seed = args.seed;
-  // A count of 0 checks the options (the same on every rank) before any work.
-  if (!m.task->generate(0, 0, g).defined()) {
+  // A count of 0 checks the options (the same on every rank) before any work and gives the
+  // samples' shape (a latent diffusion model's are its decoder's images).
+  const at::Tensor probe = m.task->generate(0, 0, g);
+  if (!probe.defined()) {
     throw NotAvailable("task '" + m.task->name() + "' of " + args.checkpoint +
                        " is not generative: sampling is not available (diffusion tasks sample)");
   }
@@ -75,9 +60,9 @@ int runSampling(const SampleArgs& args, const comm::MpiSession& mpi) {
       throw Error("samples [" + std::to_string(first) + ", " + std::to_string(first + count) +
                   ") are missing, misshapen or not finite");
     }
-    mine.push_back(toImages(x));
+    mine.push_back(data::floatToImages(x));
   }
-  const data::ImageShape shape = modelImageShape(m.config);
+  const data::ImageShape shape{probe.size(2), probe.size(3), probe.size(1)};
   at::Tensor local = mine.empty()
                          ? torch::empty({0, shape.height, shape.width, shape.channels}, at::kByte)
                          : at::cat(mine);

@@ -61,7 +61,7 @@ class ClassifierTask final : public Task {
                       std::int64_t batch_size, std::int64_t limit) override;
   // Penultimate features [N, features] and logits [N, classes] of `images` ([N, C, H, W] in
   // [-1, 1]), float32 on the CPU, computed in evaluation mode.
-  std::pair<at::Tensor, at::Tensor> featurize(const at::Tensor& images);
+  std::pair<at::Tensor, at::Tensor> featurize(const at::Tensor& images) override;
 
   models::Classifier& model() { return model_; }
 

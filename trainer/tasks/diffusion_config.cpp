@@ -100,10 +100,23 @@ void SampleConfig::fields(FieldVisitor& v) {
           "classifier-free guidance scale (1: conditional model alone; needs unet.num_classes)");
 }
 
+void LatentConfig::fields(FieldVisitor& v) {
+  v.value("autoencoder", autoencoder,
+          "latent diffusion: the VQ-VAE/VQGAN checkpoint (file, or a run's checkpoint directory) "
+          "whose latents data.train holds (tessera encode); empty: diffuse the images");
+  v.value("snap", snap, "decode sampled latents after replacing each vector by its nearest code");
+  v.choice("weights", weights,
+           {{"default", LatentWeightsChoice::kDefault},
+            {"ema", LatentWeightsChoice::kEma},
+            {"live", LatentWeightsChoice::kLive}},
+           "the autoencoder's weights (default: EMA when its run kept one)");
+}
+
 void DiffusionConfig::fields(FieldVisitor& v) {
   v.section("unet", unet, "the denoising UNet");
   v.section("diffusion", diffusion, "the diffusion process, its objective and timestep draws");
   v.section("sample", sample, "how the task samples images (sampler, steps, grid size, seed)");
+  v.section("latent", latent, "latent diffusion on a frozen VQ autoencoder's latents");
 }
 
 void DiffusionConfig::validate(const TrainConfig& c) const {
@@ -181,6 +194,11 @@ void DiffusionConfig::validate(const TrainConfig& c) const {
   if (!flow && sample.steps > diffusion.timesteps) {
     throw ConfigError("sample.steps (" + str(sample.steps) + ") must not exceed " +
                       "diffusion.timesteps (" + str(diffusion.timesteps) + ")");
+  }
+  if (!latent.autoencoder.empty() && c.data.hflip) {
+    throw ConfigError(
+        "data.hflip: latent diffusion trains on encoded latents, which are not mirrored like "
+        "images (set it false)");
   }
   if (sample.guidance != 1.0 && unet.num_classes == 0) {
     throw ConfigError("sample.guidance needs a class-conditional model (unet.num_classes > 0)");

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "trainer/train_config.h"
@@ -66,10 +67,22 @@ struct SampleConfig {
   void fields(FieldVisitor& v);
 };
 
+enum class LatentWeightsChoice { kDefault, kEma, kLive };
+
+// Latent diffusion: the UNet trains on latents `tessera encode` wrote with this autoencoder, and
+// its samples are decoded by it. Empty autoencoder: the UNet works on the images themselves.
+struct LatentConfig {
+  std::string autoencoder;  // VQ-VAE/VQGAN checkpoint file or run checkpoint directory
+  bool snap = true;         // replace each sampled latent vector by its nearest code vector
+  LatentWeightsChoice weights = LatentWeightsChoice::kDefault;
+  void fields(FieldVisitor& v);
+};
+
 struct DiffusionConfig final : TaskConfig {
   UNetConfig unet;
   DiffusionProcessConfig diffusion;
   SampleConfig sample;
+  LatentConfig latent;
 
   std::unique_ptr<TaskConfig> clone() const override {
     return std::make_unique<DiffusionConfig>(*this);

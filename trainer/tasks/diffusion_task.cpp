@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <thread>
@@ -13,6 +15,8 @@
 #include "core/keyed_rng.h"
 #include "data/batch.h"
 #include "data/image_transform.h"
+#include "data/image_file.h"
+#include "trainer/latent_space.h"
 #include "trainer/task_factory.h"
 #include "trainer/task_registry.h"
 #include "trainer/tasks/diffusion_config.h"
@@ -127,6 +131,12 @@ DiffusionTaskOptions diffusionTaskOptions(const TrainConfig& c, const TaskEnviro
   o.log_every = c.run.log_every;
   o.seed = static_cast<std::uint64_t>(c.run.seed);
   o.device = env.device;
+  o.latent_autoencoder = own.latent.autoencoder;
+  o.latent_snap = own.latent.snap;
+  o.latent_weights = own.latent.weights == LatentWeightsChoice::kEma    ? WeightChoice::kEma
+                     : own.latent.weights == LatentWeightsChoice::kLive ? WeightChoice::kLive
+                                                                        : WeightChoice::kDefault;
+  o.train_file = c.data.train;
   return o;
 }
 
@@ -165,6 +175,54 @@ DiffusionTask::DiffusionTask(const DiffusionTaskOptions& options, comm::Communic
       updaters_(comm),
       preview_count_(options.preview_count) {
   updaters_.add("model", *model_, options.updater);
+  if (!options.latent_autoencoder.empty()) {
+    openLatentSpace();
+  } else if (options.unet.in_channels > 4) {
+    throw ConfigError("data.train: images of " + str(options.unet.in_channels) +
+                      " channels; a file of latents (tessera encode) needs latent.autoencoder");
+  }
+}
+
+DiffusionTask::~DiffusionTask() = default;
+
+void DiffusionTask::openLatentSpace() {
+  latent_ = std::make_unique<LatentSpace>(LatentSpace::open(
+      options_.latent_autoencoder, options_.latent_weights, options_.device, "latent.autoencoder"));
+  const data::ImageShape z = latent_->latentShape();
+  const models::UNetOptions& u = options_.unet;
+  if (u.in_channels != z.channels || u.resolution != z.height || z.height != z.width) {
+    throw ConfigError("latent.autoencoder: the latents of " + latent_->checkpoint() + " are " +
+                      z.str() + " but data.train holds " + str(u.resolution) + "x" +
+                      str(u.resolution) + "x" + str(u.in_channels) +
+                      " (write the latents with tessera encode --checkpoint " +
+                      latent_->checkpoint() + ")");
+  }
+  // The training file must hold this autoencoder's latents: its range attributes are the
+  // autoencoder's code range (checked where the file is at hand; sampling does not need it).
+  std::error_code ec;
+  if (options_.train_file.empty() || !std::filesystem::exists(options_.train_file, ec)) return;
+  const data::ImageFile file = data::ImageFile::open(options_.train_file);
+  const std::vector<double> lo = file.doubleAttribute("tessera_latent_lower");
+  const std::vector<double> hi = file.doubleAttribute("tessera_latent_upper");
+  if (lo.empty() || hi.empty()) {
+    throw ConfigError("data.train: '" + options_.train_file +
+                      "' is not a latent file (no tessera_latent_lower/upper attributes): write "
+                      "it with tessera encode --checkpoint " + latent_->checkpoint());
+  }
+  const auto same = [](const std::vector<double>& a, const at::Tensor& b) {
+    if (static_cast<std::int64_t>(a.size()) != b.numel()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const double v = b[static_cast<std::int64_t>(i)].item<double>();
+      if (std::abs(a[i] - v) > 1e-6 * std::max(1.0, std::abs(v))) return false;
+    }
+    return true;
+  };
+  if (!same(lo, latent_->lower()) || !same(hi, latent_->upper())) {
+    throw ConfigError("data.train: the latents in '" + options_.train_file + "' were encoded by " +
+                      file.stringAttribute("tessera_latent_autoencoder") +
+                      ", whose codebook differs from latent.autoencoder's (" +
+                      latent_->checkpoint() + "): encode the data again with it");
+  }
 }
 
 std::vector<std::pair<std::string, torch::nn::Module*>> DiffusionTask::modules() {
@@ -401,6 +459,10 @@ at::Tensor DiffusionTask::generate(std::int64_t first, std::int64_t count,
     guidance = *g.guidance;
   }
   if (count == 0) {
+    if (latent_) {
+      const data::ImageShape im = latent_->imageShape();
+      return at::empty({0, im.channels, im.height, im.width});
+    }
     const models::UNetOptions& u = options_.unet;
     return at::empty({0, u.in_channels, u.resolution, u.resolution});
   }
@@ -434,7 +496,11 @@ at::Tensor DiffusionTask::sampleWith(std::int64_t first, std::int64_t count,
     images = models::sampleDiffusion(diffusion_, fn, sampler, shape, first, count, opts);
   }
   model_->train();
-  return images.clamp(-1, 1).cpu();
+  images = images.clamp(-1, 1).cpu();
+  if (!latent_) return images;
+  at::Tensor z = latent_->fromUnit(images);
+  if (options_.latent_snap) z = latent_->snap(z);
+  return latent_->decode(z);
 }
 
 }  // namespace tessera::trainer

@@ -28,10 +28,12 @@
 #include "trainer/model_updater.h"
 #include "trainer/task.h"
 #include "trainer/train_config.h"
+#include "trainer/weights.h"
 
 namespace tessera::trainer {
 
 struct TaskEnvironment;
+class LatentSpace;
 
 struct DiffusionTaskOptions {
   models::UNetOptions unet;
@@ -51,6 +53,12 @@ struct DiffusionTaskOptions {
   std::int64_t log_every = 50;  // window of the loss by timestep quartile
   std::uint64_t seed = 0;
   c10::Device device = c10::Device(c10::kCPU);
+  // Latent diffusion (latent.*): the frozen autoencoder, whether sampled latents snap to code
+  // vectors before decoding, and the training file whose latent range must be the autoencoder's.
+  std::string latent_autoencoder;  // empty: pixel space
+  bool latent_snap = true;
+  WeightChoice latent_weights = WeightChoice::kDefault;
+  std::string train_file;
 };
 
 // The options of `task: diffusion` from a validated configuration and the training images
@@ -60,6 +68,7 @@ DiffusionTaskOptions diffusionTaskOptions(const TrainConfig& config, const TaskE
 class DiffusionTask final : public Task {
  public:
   DiffusionTask(const DiffusionTaskOptions& options, comm::Communicator& comm);
+  ~DiffusionTask() override;
 
   std::string name() const override { return "diffusion"; }
   std::vector<std::pair<std::string, torch::nn::Module*>> modules() override;
@@ -80,7 +89,8 @@ class DiffusionTask final : public Task {
 
   // Samples [first, first + count) with the configured sampler and the live weights, in
   // evaluation mode, as [count, C, H, W] in [-1, 1] on the CPU (labels cycle through the classes
-  // for a class-conditional model).
+  // for a class-conditional model); latent diffusion decodes the sampled latents through the
+  // frozen autoencoder, so these are its images.
   at::Tensor sample(std::int64_t first, std::int64_t count);
   // `tessera sample`: the same with the options' sampler, steps, eta, guidance and seed in place
   // of the configuration's (UsageError naming --sampler or --steps for one that does not fit the
@@ -97,6 +107,7 @@ class DiffusionTask final : public Task {
  private:
   at::Tensor sampleWith(std::int64_t first, std::int64_t count,
                         const models::SamplerOptions& sampler, double guidance);
+  void openLatentSpace();
   void foldStatistics(const at::Tensor& t, const at::Tensor& per_sample, std::int64_t step);
 
   DiffusionTaskOptions options_;
@@ -110,6 +121,7 @@ class DiffusionTask final : public Task {
   // Per quartile of the timesteps: loss sums and counts over the logging window.
   std::array<double, 4> window_sum_{}, window_count_{};
   std::int64_t preview_count_ = 0;
+  std::unique_ptr<LatentSpace> latent_;  // latent diffusion's frozen autoencoder
 };
 
 // Builds a UNet whose initial weights are a pure function of `seed` (identical on every rank).

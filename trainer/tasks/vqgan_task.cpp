@@ -235,6 +235,34 @@ at::Tensor VqganTask::reconstruct(const at::Tensor& images) {
   return recon.cpu();
 }
 
+at::Tensor VqganTask::encodeLatents(const at::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  autoencoder_->eval();
+  const at::Tensor codes =
+      autoencoder_->quantize(autoencoder_->encode(images.to(options_.device))).codes;
+  const at::Tensor latents = autoencoder_->quantizer().lookup(codes);
+  autoencoder_->train();
+  return latents.to(at::kCPU, at::kFloat);
+}
+
+at::Tensor VqganTask::codeVectors() {
+  torch::NoGradGuard no_grad;
+  const std::int64_t k = autoencoder_->quantizer().codebookSize();
+  const at::Tensor codes =
+      at::arange(k, at::TensorOptions().dtype(at::kLong).device(options_.device)).view({1, k, 1});
+  return autoencoder_->quantizer().lookup(codes)[0].select(2, 0).t().to(at::kCPU, at::kFloat)
+      .contiguous();
+}
+
+at::Tensor VqganTask::decodeLatents(const at::Tensor& latents) {
+  torch::NoGradGuard no_grad;
+  autoencoder_->eval();
+  const at::Tensor images =
+      autoencoder_->decode(latents.to(options_.device, at::kFloat)).clamp(-1, 1);
+  autoencoder_->train();
+  return images.cpu();
+}
+
 JsonObject VqganTask::evaluate(const data::ImageFile& file, models::StatsReducer& reducer,
                                std::int64_t batch_size, std::int64_t limit) {
   autoencoder_->eval();

@@ -46,6 +46,9 @@ class VqganTask final : public Task {
   void publishMetrics(TrainingMetrics& metrics) const override;
   std::vector<const comm::ReducerStats*> commStats() const override;
   at::Tensor reconstruct(const at::Tensor& images) override;
+  at::Tensor encodeLatents(const at::Tensor& images) override;
+  at::Tensor codeVectors() override;
+  at::Tensor decodeLatents(const at::Tensor& latents) override;
   JsonObject evaluate(const data::ImageFile& file, models::StatsReducer& reducer,
                       std::int64_t batch_size, std::int64_t limit) override;
 

@@ -130,6 +130,31 @@ at::Tensor VqVaeTask::reconstruct(const at::Tensor& images) {
   return recon.cpu();
 }
 
+at::Tensor VqVaeTask::encodeLatents(const at::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  const at::Tensor codes = model_->quantizer()->forward(model_->encode(images.to(options_.device))).codes;
+  const at::Tensor latents = model_->quantizer()->lookup(codes);
+  model_->train();
+  return latents.to(at::kCPU, at::kFloat);
+}
+
+at::Tensor VqVaeTask::codeVectors() {
+  torch::NoGradGuard no_grad;
+  const std::int64_t k = model_->quantizer()->options().codebook_size;
+  const at::Tensor codes =
+      at::arange(k, at::TensorOptions().dtype(at::kLong).device(options_.device)).view({1, k, 1});
+  return model_->quantizer()->lookup(codes)[0].select(2, 0).t().to(at::kCPU, at::kFloat).contiguous();
+}
+
+at::Tensor VqVaeTask::decodeLatents(const at::Tensor& latents) {
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  const at::Tensor images = model_->decode(latents.to(options_.device, at::kFloat)).clamp(-1, 1);
+  model_->train();
+  return images.cpu();
+}
+
 JsonObject VqVaeTask::evaluate(const data::ImageFile& file, models::StatsReducer& reducer,
                                std::int64_t batch_size, std::int64_t limit) {
   return evaluateVqVae(model_, file, options_.device, batch_size, reducer, limit).toJson();

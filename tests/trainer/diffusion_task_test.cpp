@@ -217,6 +217,8 @@ TEST(DiffusionConfigs, LdmFmnist) {
   const auto& own = c.taskConfig<DiffusionConfig>();
   EXPECT_EQ(own.latent.autoencoder, "runs/vqvae-fmnist/checkpoints");
   EXPECT_TRUE(own.latent.snap);
+  // x0 prediction: eps and v left the 64-channel latents unrecognisable at 2000 steps.
+  EXPECT_EQ(own.diffusion.prediction, PredictionChoice::kX0);
   EXPECT_EQ(c.data.image_size, 7);  // the quick start VQ-VAE's 7 x 7 x 64 latents
   EXPECT_EQ(c.data.channels, 64);
   EXPECT_FALSE(c.data.hflip);

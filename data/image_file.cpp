@@ -478,43 +478,54 @@ void ImageFile::readLabels(std::int64_t start, std::int64_t count, std::int64_t*
            "reading labels of data file '" + impl_->path + "'");
 }
 
+namespace {
+
+// An attribute of the images dataset, open, with its type; `attr` is empty when it is absent.
+// Call under the Hdf5Lock.
+struct OpenAttribute {
+  Handle attr, type;
+  std::string what;  // names the file, dataset and attribute in errors
+};
+
+OpenAttribute openAttribute(hid_t dataset, const std::string& path, const std::string& dataset_name,
+                            const std::string& name) {
+  OpenAttribute a;
+  if (H5Aexists(dataset, name.c_str()) <= 0) return a;
+  a.what = path + ": attribute '" + name + "' of dataset '" + dataset_name + "'";
+  a.attr = Handle(H5Aopen(dataset, name.c_str(), H5P_DEFAULT), H5Aclose);
+  checkHdf5(a.attr.get(), a.what);
+  a.type = Handle(H5Aget_type(a.attr.get()), H5Tclose);
+  return a;
+}
+
+}  // namespace
+
 std::vector<double> ImageFile::doubleAttribute(const std::string& name) const {
   const detail::Hdf5Lock lock;
   detail::quietErrors();
-  const hid_t dataset = impl_->images.get();
-  if (H5Aexists(dataset, name.c_str()) <= 0) return {};
-  const std::string what = impl_->path + ": attribute '" + name + "' of dataset '" +
-                           impl_->dataset + "'";
-  Handle attr(H5Aopen(dataset, name.c_str(), H5P_DEFAULT), H5Aclose);
-  checkHdf5(attr.get(), what);
-  Handle type(H5Aget_type(attr.get()), H5Tclose);
-  if (H5Tget_class(type.get()) != H5T_FLOAT && H5Tget_class(type.get()) != H5T_INTEGER) {
-    throw InputError(what + ": expected numbers");
-  }
-  Handle space(H5Aget_space(attr.get()), H5Sclose);
+  const OpenAttribute a = openAttribute(impl_->images.get(), impl_->path, impl_->dataset, name);
+  if (!a.attr) return {};
+  const H5T_class_t cls = H5Tget_class(a.type.get());
+  if (cls != H5T_FLOAT && cls != H5T_INTEGER) throw InputError(a.what + ": expected numbers");
+  Handle space(H5Aget_space(a.attr.get()), H5Sclose);
   const hssize_t n = H5Sget_simple_extent_npoints(space.get());
-  checkHdf5(n, what);
+  checkHdf5(n, a.what);
   std::vector<double> out(static_cast<std::size_t>(n));
-  checkHdf5(H5Aread(attr.get(), H5T_NATIVE_DOUBLE, out.data()), what);
+  checkHdf5(H5Aread(a.attr.get(), H5T_NATIVE_DOUBLE, out.data()), a.what);
   return out;
 }
 
 std::string ImageFile::stringAttribute(const std::string& name) const {
   const detail::Hdf5Lock lock;
   detail::quietErrors();
-  const hid_t dataset = impl_->images.get();
-  if (H5Aexists(dataset, name.c_str()) <= 0) return {};
-  const std::string what = impl_->path + ": attribute '" + name + "' of dataset '" +
-                           impl_->dataset + "'";
-  Handle attr(H5Aopen(dataset, name.c_str(), H5P_DEFAULT), H5Aclose);
-  checkHdf5(attr.get(), what);
-  Handle type(H5Aget_type(attr.get()), H5Tclose);
-  if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) > 0) {
-    throw InputError(what + ": expected a fixed-length string");
+  const OpenAttribute a = openAttribute(impl_->images.get(), impl_->path, impl_->dataset, name);
+  if (!a.attr) return {};
+  if (H5Tget_class(a.type.get()) != H5T_STRING || H5Tis_variable_str(a.type.get()) > 0) {
+    throw InputError(a.what + ": expected a fixed-length string");
   }
-  const std::size_t size = H5Tget_size(type.get());
+  const std::size_t size = H5Tget_size(a.type.get());
   std::string out(size, '\0');
-  checkHdf5(H5Aread(attr.get(), type.get(), out.data()), what);
+  checkHdf5(H5Aread(a.attr.get(), a.type.get(), out.data()), a.what);
   out.resize(out.find('\0') == std::string::npos ? size : out.find('\0'));
   return out;
 }

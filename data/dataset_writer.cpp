@@ -182,9 +182,9 @@ void DatasetWriter::setAttribute(const std::string& name, const std::string& val
   checkHdf5(H5Tset_size(type.get(), std::max<std::size_t>(1, value.size())), what, false);
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
   checkHdf5(space.get(), what, false);
-  Handle attr(H5Acreate2(d.images.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT,
-                         H5P_DEFAULT),
-              H5Aclose);
+  Handle attr(
+      H5Acreate2(d.images.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+      H5Aclose);
   checkHdf5(attr.get(), what, false);
   const std::string padded = value.empty() ? std::string(1, '\0') : value;
   checkHdf5(H5Awrite(attr.get(), type.get(), padded.data()), what, false);

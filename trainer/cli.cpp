@@ -125,8 +125,7 @@ int runCli(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   encode_cmd->add_flag("--force", encode.force, "overwrite an existing output file");
   addWeights(encode_cmd, encode.weights);
-  encode_cmd->callback(
-      [&] { command = [&](const auto& mpi) { return runEncode(encode, mpi); }; });
+  encode_cmd->callback([&] { command = [&](const auto& mpi) { return runEncode(encode, mpi); }; });
 
   EvalArgs eval;
   auto* eval_cmd = app.add_subcommand(

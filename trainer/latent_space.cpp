@@ -52,12 +52,12 @@ LatentSpace LatentSpace::open(const std::string& path, WeightChoice weights, c10
   Task& task = *s.task_->task;
   s.codes_ = task.codeVectors();
   if (!s.codes_.defined()) {
-    throw InputError(setting + ": '" + s.checkpoint_ + "' is a checkpoint of task '" +
-                     task.name() + "', which has no quantised latent space (vqvae, vqgan)");
+    throw InputError(setting + ": '" + s.checkpoint_ + "' is a checkpoint of task '" + task.name() +
+                     "', which has no quantised latent space (vqvae, vqgan)");
   }
   s.image_ = modelImageShape(s.task_->config);
-  const at::Tensor probe = task.encodeLatents(
-      torch::zeros({1, s.image_.channels, s.image_.height, s.image_.width}));
+  const at::Tensor probe =
+      task.encodeLatents(torch::zeros({1, s.image_.channels, s.image_.height, s.image_.width}));
   s.latent_ = data::ImageShape{probe.size(2), probe.size(3), probe.size(1)};
   s.lo_ = std::get<0>(s.codes_.min(0)).contiguous();
   s.hi_ = std::get<0>(s.codes_.max(0)).contiguous();
@@ -94,8 +94,8 @@ at::Tensor LatentSpace::snap(const at::Tensor& latents) const {
   const at::Tensor z = latents.to(at::kCPU, at::kFloat);
   const std::int64_t n = z.size(0), d = z.size(1), h = z.size(2), w = z.size(3);
   const at::Tensor flat = z.permute({0, 2, 3, 1}).reshape({-1, d});
-  const at::Tensor dist = flat.pow(2).sum(1, true) - 2 * flat.matmul(codes_.t()) +
-                          codes_.pow(2).sum(1).unsqueeze(0);
+  const at::Tensor dist =
+      flat.pow(2).sum(1, true) - 2 * flat.matmul(codes_.t()) + codes_.pow(2).sum(1).unsqueeze(0);
   const at::Tensor nearest = codes_.index_select(0, dist.argmin(1));
   return nearest.view({n, h, w, d}).permute({0, 3, 1, 2}).contiguous();
 }

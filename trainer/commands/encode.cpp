@@ -40,8 +40,8 @@ int runEncode(const EncodeArgs& args, const comm::MpiSession& mpi) {
   if (args.out == args.data) throw UsageError("--out: must differ from --data");
   const comm::World& world = mpi.world();
   const c10::Device device = selectDevice(DevicePreference::kAuto, world);
-  LatentSpace space = LatentSpace::open(args.checkpoint, parseWeightChoice(args.weights, "--weights"),
-                                        device, "--checkpoint");
+  LatentSpace space = LatentSpace::open(
+      args.checkpoint, parseWeightChoice(args.weights, "--weights"), device, "--checkpoint");
   const data::ImageShape image = space.imageShape();
   const data::ImageFile file = data::ImageFile::open(args.data, "images", &image);
   const std::int64_t total = args.n > 0 ? std::min(args.n, file.size()) : file.size();
@@ -92,7 +92,8 @@ int runEncode(const EncodeArgs& args, const comm::MpiSession& mpi) {
   writer.setAttribute("tessera_latent_lower", values(space.lower()));
   writer.setAttribute("tessera_latent_upper", values(space.upper()));
   writer.setAttribute("tessera_latent_autoencoder", space.checkpoint());
-  writer.setAttribute("tessera_latent_step", std::vector<double>{static_cast<double>(space.step())});
+  writer.setAttribute("tessera_latent_step",
+                      std::vector<double>{static_cast<double>(space.step())});
   writer.commit();
   const double fraction =
       static_cast<double>(recovered[0].item<std::int64_t>()) /

@@ -14,8 +14,8 @@
 #include "core/error.h"
 #include "core/keyed_rng.h"
 #include "data/batch.h"
-#include "data/image_transform.h"
 #include "data/image_file.h"
+#include "data/image_transform.h"
 #include "trainer/latent_space.h"
 #include "trainer/task_factory.h"
 #include "trainer/task_registry.h"
@@ -207,7 +207,8 @@ void DiffusionTask::openLatentSpace() {
   if (lo.empty() || hi.empty()) {
     throw ConfigError("data.train: '" + options_.train_file +
                       "' is not a latent file (no tessera_latent_lower/upper attributes): write "
-                      "it with tessera encode --checkpoint " + latent_->checkpoint());
+                      "it with tessera encode --checkpoint " +
+                      latent_->checkpoint());
   }
   const auto same = [](const std::vector<double>& a, const at::Tensor& b) {
     if (static_cast<std::int64_t>(a.size()) != b.numel()) return false;

@@ -250,7 +250,11 @@ at::Tensor VqganTask::codeVectors() {
   const std::int64_t k = autoencoder_->quantizer().codebookSize();
   const at::Tensor codes =
       at::arange(k, at::TensorOptions().dtype(at::kLong).device(options_.device)).view({1, k, 1});
-  return autoencoder_->quantizer().lookup(codes)[0].select(2, 0).t().to(at::kCPU, at::kFloat)
+  return autoencoder_->quantizer()
+      .lookup(codes)[0]
+      .select(2, 0)
+      .t()
+      .to(at::kCPU, at::kFloat)
       .contiguous();
 }
 

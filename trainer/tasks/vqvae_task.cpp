@@ -133,7 +133,8 @@ at::Tensor VqVaeTask::reconstruct(const at::Tensor& images) {
 at::Tensor VqVaeTask::encodeLatents(const at::Tensor& images) {
   torch::NoGradGuard no_grad;
   model_->eval();
-  const at::Tensor codes = model_->quantizer()->forward(model_->encode(images.to(options_.device))).codes;
+  const at::Tensor codes =
+      model_->quantizer()->forward(model_->encode(images.to(options_.device))).codes;
   const at::Tensor latents = model_->quantizer()->lookup(codes);
   model_->train();
   return latents.to(at::kCPU, at::kFloat);
@@ -144,7 +145,12 @@ at::Tensor VqVaeTask::codeVectors() {
   const std::int64_t k = model_->quantizer()->options().codebook_size;
   const at::Tensor codes =
       at::arange(k, at::TensorOptions().dtype(at::kLong).device(options_.device)).view({1, k, 1});
-  return model_->quantizer()->lookup(codes)[0].select(2, 0).t().to(at::kCPU, at::kFloat).contiguous();
+  return model_->quantizer()
+      ->lookup(codes)[0]
+      .select(2, 0)
+      .t()
+      .to(at::kCPU, at::kFloat)
+      .contiguous();
 }
 
 at::Tensor VqVaeTask::decodeLatents(const at::Tensor& latents) {
